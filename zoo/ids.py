@@ -1,0 +1,88 @@
+"""Identities and names: every id and every path of the store, as pure functions.
+
+Ids are functions of the resolved configuration only, so the same recipe gives the same ids
+on any machine; resume means skipping ids the manifest already holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+ID_HEX = 16
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the text every hash is taken over."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def short_hash(obj: Any, n: int = ID_HEX) -> str:
+    """First ``n`` hex digits of sha256 over ``canonical_json(obj)``."""
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+def run_id(resolved_config: dict) -> str:
+    """Id of one run: 16 hex of sha256 over its canonical, fully resolved config (seed included).
+
+    Example:
+        >>> run_id({"seed": 0, "train": {"lr": 0.1}})
+        '7f7c2edaa66f32c6'
+    """
+    return short_hash(resolved_config)
+
+
+def checkpoint_id(run: str, epoch: int) -> str:
+    """Id of one checkpoint: ``<run_id>-e<epoch:04d>``.
+
+    Example:
+        >>> checkpoint_id("7f7c2edaa66f32c6", 5)
+        '7f7c2edaa66f32c6-e0005'
+    """
+    return f"{run}-e{epoch:04d}"
+
+
+def split_checkpoint_id(ckpt: str) -> tuple[str, int]:
+    """Inverse of :func:`checkpoint_id`."""
+    run, _, epoch = ckpt.rpartition("-e")
+    return run, int(epoch)
+
+
+def batch_id(run_ids: list[str]) -> str:
+    """Id of a population batch: a hash of its sorted run ids (independent of worker count)."""
+    return "b" + short_hash(sorted(run_ids), n=ID_HEX - 1)
+
+
+def tensor_name(ckpt: str, param: str) -> str:
+    """Name of one parameter of one checkpoint inside a safetensors shard."""
+    return f"{ckpt}/{param}"
+
+
+def shard_path(stage: str, batch: str, ext: str) -> str:
+    """Path of a shard, relative to the output folder: ``shards/<stage>/<batch_id>.<ext>``."""
+    return f"shards/{stage}/{batch}.{ext}"
+
+
+MANIFEST = "manifest.jsonl"
+
+
+def split_of(run: str, fractions: dict[str, float]) -> str:
+    """The split a run belongs to, from a hash of its id (never from listing order).
+
+    ``fractions`` maps split name -> fraction; they are taken in sorted-name order so the
+    assignment does not depend on dict order. Every checkpoint of a run lands in the same split.
+    """
+    u = int(hashlib.sha256(f"split:{run}".encode()).hexdigest()[:15], 16) / 16**15
+    total = 0.0
+    names = sorted(fractions)
+    for name in names:
+        total += fractions[name]
+        if u < total:
+            return name
+    return names[-1]
+
+
+def data_file(config: str, split: str, index: int, count: int) -> str:
+    """Path of one Parquet file of the built dataset (the Hub's naming)."""
+    return f"data/{config}/{split}-{index:05d}-of-{count:05d}.parquet"

@@ -1,0 +1,187 @@
+"""How a flat weight vector maps to named tensors, and which axes share a hidden-unit permutation.
+
+A :class:`Layout` is the contract between a row of a zoo (``weights``: a flat float32 vector)
+and a network: parameter names in ``state_dict`` order, their shapes, their offsets, the model
+config that rebuilds the module, and its :class:`PermutationSpec`.
+
+The permutation spec is plain data (as in Git Re-Basin): ``axes[param]`` names, for each axis
+of a parameter, the permutation group acting on it (or ``None``). ``perm_to_axes`` is derived.
+Where a convolution's channels are flattened into a linear layer, each channel spans
+``repeat`` consecutive inputs of that layer (``repeats[param][axis]``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .ids import short_hash
+
+
+@dataclass(frozen=True)
+class PermutationSpec:
+    """Which axes of which parameters each hidden-unit permutation ``P0, P1, …`` acts on.
+
+    Attributes:
+        sizes: permutation name -> number of units it permutes.
+        axes: parameter name -> one entry per axis: a permutation name or ``None``.
+        repeats: parameter name -> one entry per axis: consecutive entries per unit (1 unless a
+            conv channel is flattened into a linear input, where it is H*W).
+    """
+
+    sizes: dict[str, int]
+    axes: dict[str, tuple[str | None, ...]]
+    repeats: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def perm_to_axes(self) -> dict[str, list[tuple[str, int]]]:
+        """Permutation name -> ``[(parameter, axis), …]`` it acts on (derived from ``axes``)."""
+        out: dict[str, list[tuple[str, int]]] = {p: [] for p in self.sizes}
+        for name, entries in self.axes.items():
+            for axis, perm in enumerate(entries):
+                if perm is not None:
+                    out[perm].append((name, axis))
+        return out
+
+    def repeat(self, name: str, axis: int) -> int:
+        return self.repeats.get(name, (1,) * len(self.axes[name]))[axis]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sizes": dict(self.sizes),
+            "axes": {k: list(v) for k, v in self.axes.items()},
+            "repeats": {k: list(v) for k, v in self.repeats.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PermutationSpec:
+        return cls(
+            sizes={k: int(v) for k, v in d["sizes"].items()},
+            axes={k: tuple(v) for k, v in d["axes"].items()},
+            repeats={k: tuple(int(r) for r in v) for k, v in d.get("repeats", {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Names, shapes and offsets of a flat weight vector, plus what rebuilds the network.
+
+    Attributes:
+        names: parameter names, in ``state_dict`` order.
+        shapes: one shape per name.
+        model: the resolved model config plus ``input_shape`` and ``n_classes``: enough for
+            :func:`zoo.models.build_model` to rebuild the module.
+        perm_spec: the hidden-unit symmetries of the network.
+    """
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    model: dict[str, Any]
+    perm_spec: PermutationSpec
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(math.prod(s) for s in self.shapes)
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """Start of each parameter in the flat vector."""
+        out, total = [], 0
+        for n in self.sizes:
+            out.append(total)
+            total += n
+        return tuple(out)
+
+    @property
+    def num_params(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def activation(self) -> str:
+        return self.model["activation"]
+
+    @property
+    def sha256(self) -> str:
+        """A short hash of the layout: two shards with the same hash hold compatible vectors."""
+        return short_hash(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "shapes": [list(s) for s in self.shapes],
+            "offsets": list(self.offsets),
+            "num_params": self.num_params,
+            "model": dict(self.model),
+            "perm_spec": self.perm_spec.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Layout:
+        return cls(
+            names=tuple(d["names"]),
+            shapes=tuple(tuple(int(x) for x in s) for s in d["shapes"]),
+            model=dict(d["model"]),
+            perm_spec=PermutationSpec.from_dict(d["perm_spec"]),
+        )
+
+
+def flatten(params: dict[str, torch.Tensor], layout: Layout) -> torch.Tensor:
+    """Concatenate named tensors into flat vectors in layout order.
+
+    Tensors may carry leading batch axes (``(M, *shape)``); the result is ``(M, P)``, or
+    ``(P,)`` when there are none.
+
+    Example:
+        >>> lay = Layout(("w", "b"), ((2, 2), (2,)), {}, PermutationSpec({}, {}))
+        >>> flatten({"w": torch.ones(2, 2), "b": torch.zeros(2)}, lay).tolist()
+        [1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+    """
+    first = params[layout.names[0]]
+    lead = first.shape[: first.dim() - len(layout.shapes[0])]
+    parts = [params[n].reshape(*lead, -1) for n in layout.names]
+    return torch.cat(parts, dim=-1)
+
+
+def unflatten(flat: torch.Tensor, layout: Layout) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`flatten`: ``(…, P)`` -> ``{name: (…, *shape)}`` (views, no copy)."""
+    if flat.shape[-1] != layout.num_params:
+        raise ValueError(
+            f"weight vector has {flat.shape[-1]} entries but the layout has {layout.num_params}"
+        )
+    lead = flat.shape[:-1]
+    out = {}
+    for name, shape, off, n in zip(
+        layout.names, layout.shapes, layout.offsets, layout.sizes, strict=True
+    ):
+        out[name] = flat[..., off : off + n].reshape(*lead, *shape)
+    return out
+
+
+def _expand_index(perm: torch.Tensor, repeat: int) -> torch.Tensor:
+    """Index of a unit permutation on an axis where each unit spans ``repeat`` entries."""
+    if repeat == 1:
+        return perm
+    return (perm[:, None] * repeat + torch.arange(repeat, device=perm.device)).reshape(-1)
+
+
+def apply_permutation(
+    params: dict[str, torch.Tensor], spec: PermutationSpec, perms: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Permute hidden units: ``out[name]`` is ``params[name]`` re-indexed on every spec'd axis.
+
+    ``perms[P]`` is a LongTensor of the size of group ``P`` (a missing group is the identity).
+    Because every axis a group touches is re-indexed together, the network computes the same
+    function (tested for every architecture in ``tests/test_models.py``).
+    """
+    out = {}
+    for name, value in params.items():
+        for axis, perm_name in enumerate(spec.axes.get(name, ())):
+            if perm_name is None or perm_name not in perms:
+                continue
+            index = _expand_index(perms[perm_name], spec.repeat(name, axis))
+            value = torch.index_select(value, axis, index.to(value.device))
+        out[name] = value
+    return out

@@ -1,0 +1,263 @@
+"""Architectures: each builds an ``nn.Sequential`` and its permutation spec from the model config.
+
+One definition serves both ways a network is run:
+
+- the plain module (``build_model``), the per-model reference and what ``to_module`` returns;
+- the population forward (``forward_population``), which reads the *same* layer list and runs
+  M models at once on stacked parameters ``{name: (M, *shape)}``: linear layers as batched
+  matmuls, convolutions as one grouped convolution with the population folded into channels
+  (``../shared/TRAINING_NOTES.md``: vmap over convolutions loses on CPU; ``groups=M`` wins).
+
+Shape comments name the population axis first: ``(M, B, F)``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+from .layout import Layout, PermutationSpec, unflatten
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
+
+Built = tuple[nn.Sequential, PermutationSpec]
+
+
+def _chain_spec(layers: list[tuple[str, int]], flatten_repeat: dict[int, int]) -> PermutationSpec:
+    """Spec of a chain of weight layers: the outputs of layer i and inputs of layer i+1 share P_i.
+
+    ``layers`` is ``[(name, n_out), …]``; the last layer's outputs (the classes) are not permuted.
+    ``flatten_repeat[i]`` is the H*W span of each channel where layer i+1 reads a flattened conv.
+    """
+    sizes, axes, repeats = {}, {}, {}
+    for i, (name, n_out) in enumerate(layers):
+        p_in = f"P{i - 1}" if i > 0 else None
+        p_out = f"P{i}" if i < len(layers) - 1 else None
+        if p_out:
+            sizes[p_out] = n_out
+        axes[f"{name}.weight"] = (p_out, p_in)
+        axes[f"{name}.bias"] = (p_out,)
+        if i > 0 and flatten_repeat.get(i - 1, 1) > 1:
+            repeats[f"{name}.weight"] = (1, flatten_repeat[i - 1])
+    return PermutationSpec(sizes=sizes, axes=axes, repeats=repeats)
+
+
+def _act(cfg: dict) -> nn.Module:
+    return ACTIVATIONS[cfg["activation"]]()
+
+
+def build_mlp(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> Built:
+    """MLP: flatten, ``depth`` hidden layers of ``width`` units, then a linear readout."""
+    width, depth = int(cfg["width"]), int(cfg["depth"])
+    n_in = 1
+    for s in input_shape:
+        n_in *= s
+    mods: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
+    layers = []
+    for i in range(depth):
+        mods += [
+            (f"fc{i + 1}", nn.Linear(n_in if i == 0 else width, width)),
+            (f"act{i + 1}", _act(cfg)),
+        ]
+        layers.append((f"fc{i + 1}", width))
+    mods.append(("out", nn.Linear(width if depth else n_in, n_classes)))
+    layers.append(("out", n_classes))
+    return nn.Sequential(OrderedDict(mods)), _chain_spec(layers, {})
+
+
+def _conv_out(size: int, k: int, stride: int = 1, pad: int = 0) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+def build_cnn_s(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> Built:
+    """CNN-s of the ModelZooDataset (Schürholt et al. 2022): 2,464 parameters on 28x28 inputs.
+
+    Conv(C→8,5)–maxpool2–act–Conv(8→6,5)–maxpool2–act–Conv(6→4,2)–act–flatten–Linear(→20)–act–
+    Linear(20→classes).
+    """
+    if len(input_shape) != 3:
+        raise ModelError(f"cnn_s needs image inputs (C, H, W); the task gives {input_shape}")
+    c, h, w = input_shape
+    sides = []
+    for side in (h, w):
+        s = _conv_out(side, 5) // 2
+        s = _conv_out(s, 5) // 2
+        sides.append(_conv_out(s, 2))
+    if min(sides) < 1:
+        raise ModelError(
+            f"cnn_s needs inputs of at least 28x28 (it was designed for MNIST-like data); the "
+            f"task gives {h}x{w}: use model.arch 'cnn_small' or 'mlp' for small images"
+        )
+    flat = 4 * sides[0] * sides[1]
+    mods = [
+        ("conv1", nn.Conv2d(c, 8, 5)), ("pool1", nn.MaxPool2d(2)), ("act1", _act(cfg)),
+        ("conv2", nn.Conv2d(8, 6, 5)), ("pool2", nn.MaxPool2d(2)), ("act2", _act(cfg)),
+        ("conv3", nn.Conv2d(6, 4, 2)), ("act3", _act(cfg)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(flat, 20)), ("act4", _act(cfg)),
+        ("fc2", nn.Linear(20, n_classes)),
+    ]  # fmt: skip
+    layers = [("conv1", 8), ("conv2", 6), ("conv3", 4), ("fc1", 20), ("fc2", n_classes)]
+    spec = _chain_spec(layers, {2: sides[0] * sides[1]})
+    return nn.Sequential(OrderedDict(mods)), spec
+
+
+def build_cnn_small(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> Built:
+    """Small CNN of Unterthiner et al. 2020: 3 conv 3x3 stride 2 (``width`` channels, 16 in the
+    paper: 4,970 parameters on 1-channel inputs), global average pooling, linear readout."""
+    if len(input_shape) != 3:
+        raise ModelError(f"cnn_small needs image inputs (C, H, W); the task gives {input_shape}")
+    c, width = input_shape[0], int(cfg["width"])
+    mods = [
+        ("conv1", nn.Conv2d(c, width, 3, stride=2, padding=1)), ("act1", _act(cfg)),
+        ("conv2", nn.Conv2d(width, width, 3, stride=2, padding=1)), ("act2", _act(cfg)),
+        ("conv3", nn.Conv2d(width, width, 3, stride=2, padding=1)), ("act3", _act(cfg)),
+        ("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
+        ("fc", nn.Linear(width, n_classes)),
+    ]  # fmt: skip
+    layers = [("conv1", width), ("conv2", width), ("conv3", width), ("fc", n_classes)]
+    return nn.Sequential(OrderedDict(mods)), _chain_spec(layers, {})
+
+
+ARCHITECTURES: dict[str, Callable[[dict, tuple[int, ...], int], Built]] = {
+    "mlp": build_mlp,
+    "cnn_s": build_cnn_s,
+    "cnn_small": build_cnn_small,
+}
+
+
+def build_model(
+    cfg: dict, input_shape: tuple[int, ...], n_classes: int
+) -> tuple[nn.Sequential, Layout]:
+    """Build the module for a resolved model config and describe its flat layout.
+
+    Args:
+        cfg: the recipe's ``model`` section (``arch``, ``activation``, and the arch's own keys).
+        input_shape: one example's shape, e.g. ``(1, 8, 8)``.
+        n_classes: outputs of the readout.
+    Returns:
+        ``(module, layout)``; ``layout.model`` holds ``cfg`` plus the input shape and classes, so
+        ``build_model_from_layout(layout)`` rebuilds the same module.
+
+    Example:
+        >>> cfg = {"arch": "mlp", "width": 8, "depth": 1, "activation": "relu"}
+        >>> m, lay = build_model(cfg, (4,), 3)
+        >>> lay.num_params, lay.names
+        (67, ('fc1.weight', 'fc1.bias', 'out.weight', 'out.bias'))
+    """
+    if cfg.get("arch") not in ARCHITECTURES:
+        raise ModelError(f"model.arch {cfg.get('arch')!r} is not one of {sorted(ARCHITECTURES)}")
+    module, spec = ARCHITECTURES[cfg["arch"]](cfg, tuple(input_shape), int(n_classes))
+    state = module.state_dict()
+    model_info: dict[str, Any] = dict(cfg)
+    model_info.update(input_shape=list(input_shape), n_classes=int(n_classes))
+    layout = Layout(
+        names=tuple(state),
+        shapes=tuple(tuple(v.shape) for v in state.values()),
+        model=model_info,
+        perm_spec=spec,
+    )
+    return module, layout
+
+
+def build_model_from_layout(layout: Layout) -> nn.Sequential:
+    """The (untrained) module a layout describes."""
+    cfg = {k: v for k, v in layout.model.items() if k not in ("input_shape", "n_classes")}
+    module, _ = build_model(cfg, tuple(layout.model["input_shape"]), layout.model["n_classes"])
+    return module
+
+
+def layout_name(layout: Layout) -> str:
+    """A readable config name for a layout, e.g. ``mlp_d2_w32``, ``cnn_s``, ``cnn_small_w16``."""
+    m = layout.model
+    if m["arch"] == "mlp":
+        return f"mlp_d{m['depth']}_w{m['width']}"
+    if m["arch"] == "cnn_small":
+        return f"cnn_small_w{m['width']}"
+    return m["arch"]
+
+
+# --- population forward ---------------------------------------------------------------------
+
+
+def _pop_linear(name: str, params: dict, h: torch.Tensor) -> torch.Tensor:
+    w, b = params[f"{name}.weight"], params[f"{name}.bias"]  # (M, O, I), (M, O)
+    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # (M, B, O)
+
+
+def _pop_conv(name: str, layer: nn.Conv2d, params: dict, h: torch.Tensor) -> torch.Tensor:
+    w, b = params[f"{name}.weight"], params[f"{name}.bias"]  # (M, O, I, k, k), (M, O)
+    m = w.shape[0]
+    return nn.functional.conv2d(
+        h, w.reshape(m * w.shape[1], *w.shape[2:]), b.reshape(-1),
+        stride=layer.stride, padding=layer.padding, groups=m,
+    )  # fmt: skip  # (B, M*O, H', W')
+
+
+def _to_folded(x: torch.Tensor) -> torch.Tensor:
+    """(M, B, C, H, W) -> (B, M*C, H, W): the population as groups of channels."""
+    m, b, c, hh, ww = x.shape
+    return x.permute(1, 0, 2, 3, 4).reshape(b, m * c, hh, ww)
+
+
+def _from_folded(h: torch.Tensor, m: int) -> torch.Tensor:
+    """(B, M*C, H, W) -> (M, B, C*H*W), flattening each model's features as nn.Flatten does."""
+    b, mc, hh, ww = h.shape
+    return h.reshape(b, m, mc // m, hh, ww).permute(1, 0, 2, 3, 4).reshape(m, b, -1)
+
+
+def forward_population(
+    module: nn.Sequential, params: dict[str, torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """Run M models of one architecture at once.
+
+    Args:
+        module: any instance of the architecture (only its layer list is read, not its weights).
+        params: ``{name: (M, *shape)}`` stacked parameters.
+        x: ``(M, B, *input_shape)``, each model its own minibatch; for one batch shared by all
+            models pass ``x.expand(M, *x.shape)`` (a view, no copy).
+    Returns:
+        logits ``(M, B, n_classes)``; model m's slice equals ``module`` loaded with its weights.
+    """
+    m = x.shape[0]
+    folded = x.dim() == 5  # images: keep (B, M*C, H, W) until the flatten
+    h = _to_folded(x) if folded else x
+    for name, layer in module.named_children():
+        if isinstance(layer, nn.Conv2d):
+            h = _pop_conv(name, layer, params, h)
+        elif isinstance(layer, nn.Linear):
+            h = _pop_linear(name, params, h)
+        elif isinstance(layer, nn.Flatten):
+            h = _from_folded(h, m) if folded else h.reshape(m, h.shape[1], -1)
+            folded = False
+        else:  # pooling and activations act per channel / elementwise: the folding is invisible
+            h = layer(h)
+    return h
+
+
+def to_module(weights, layout: Layout) -> nn.Sequential:
+    """Rebuild a working ``nn.Module`` from a flat weight vector (or a dataset row).
+
+    Args:
+        weights: a ``(P,)`` tensor/array/list, or a row dict with a ``weights`` entry.
+        layout: the config's :class:`Layout` (``zoo.load_layout``).
+    Returns:
+        the module in eval mode, its parameters set from ``weights``.
+    """
+    if isinstance(weights, dict):
+        weights = weights["weights"]
+    flat = torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
+    module = build_model_from_layout(layout)
+    module.load_state_dict(unflatten(flat, layout))
+    return module.eval()

@@ -1,0 +1,342 @@
+"""Recipes: YAML -> JSON Schema -> frozen dataclasses, before any work is done.
+
+Every problem of a recipe is reported at once, each with its dotted key path and what is
+allowed. Defaults live in ``schemas/recipe.schema.json`` and nowhere else: keys that apply to
+one kind of task, architecture or optimizer only carry ``x-zoo-for: {kind: default}`` there.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from .errors import RecipeError
+from .ids import run_id as make_run_id
+from .ids import short_hash
+
+SECTIONS = ("task", "model", "init", "train")
+
+
+@cache
+def recipe_schema() -> dict:
+    """The recipe JSON Schema shipped with the package."""
+    return json.loads((Path(__file__).parent / "schemas" / "recipe.schema.json").read_text())
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: the base config with one grid point and one seed applied, fully resolved."""
+
+    run_id: str
+    cell_id: str  # same for runs that differ only by seed
+    seed: int
+    task: dict
+    model: dict
+    init: dict
+    train: dict
+    checkpoints: tuple[int, ...]
+    grid_point: dict = field(default_factory=dict)
+
+    def config(self) -> dict:
+        """The dict ``run_id`` is the hash of."""
+        return {
+            "task": self.task,
+            "model": self.model,
+            "init": self.init,
+            "train": self.train,
+            "checkpoints": list(self.checkpoints),
+            "seed": self.seed,
+        }
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Flat ``section__key -> value`` view, the dataset's hyperparameter columns."""
+        out = {}
+        for section in SECTIONS:
+            for key, value in getattr(self, section).items():
+                out[f"{section}__{key}"] = value
+        out["seed"] = self.seed
+        return out
+
+    def to_dict(self) -> dict:
+        ids = {"run_id": self.run_id, "cell_id": self.cell_id, "grid_point": self.grid_point}
+        return ids | self.config()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        return cls(
+            run_id=d["run_id"],
+            cell_id=d["cell_id"],
+            seed=int(d["seed"]),
+            task=dict(d["task"]),
+            model=dict(d["model"]),
+            init=dict(d["init"]),
+            train=dict(d["train"]),
+            checkpoints=tuple(int(e) for e in d["checkpoints"]),
+            grid_point=dict(d.get("grid_point", {})),
+        )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe with every default filled in.
+
+    ``data`` is the recipe as written (after ``--set`` overrides): what ``recipe.yaml`` in the
+    built dataset holds. ``resolved`` adds the defaults.
+    """
+
+    name: str
+    source: str
+    data: dict
+    resolved: dict
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.resolved["output"]["dir"] or f"out/{self.name}")
+
+    @property
+    def execution(self) -> dict:
+        return self.resolved["execution"]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.data, sort_keys=False)
+
+
+# --- loading and validation -------------------------------------------------------------------
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override, validate and resolve a recipe file.
+
+    Args:
+        path: a YAML recipe.
+        overrides: ``dotted.key=value`` strings (values parsed as YAML), e.g. ``train.epochs=5``.
+    Returns:
+        the :class:`Recipe`; raises :class:`RecipeError` listing every problem.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError as err:
+        raise RecipeError(str(path), ["file not found"]) from err
+    except yaml.YAMLError as err:
+        raise RecipeError(str(path), [f"not valid YAML: {err}"]) from err
+    data = apply_overrides(data, overrides, str(path))
+    data.setdefault("name", path.stem.replace(".", "_").lower())
+    return recipe_from_dict(data, source=str(path))
+
+
+def apply_overrides(data: Any, overrides, source: str) -> dict:
+    """Set ``dotted.key=value`` overrides on a copy of the recipe dict."""
+    if not isinstance(data, dict):
+        raise RecipeError(source, ["the recipe must be a mapping of sections (task, model, …)"])
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise RecipeError(source, [f"override {item!r} is not of the form dotted.key=value"])
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(source, [f"override {item!r}: {part!r} is not a section"])
+        node[last] = yaml.safe_load(raw)
+    return data
+
+
+def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
+    """Validate a recipe dict and fill its defaults (see :func:`load_recipe`)."""
+    problems = schema_problems(data)
+    if not problems:
+        problems = applicability_problems(data) + grid_problems(data) + consistency_problems(data)
+    if problems:
+        raise RecipeError(source, problems)
+    resolved = fill_defaults(data)
+    return Recipe(name=data.get("name") or "zoo", source=source, data=data, resolved=resolved)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    schema, value = error.schema, error.instance
+    kind = error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed))
+        return f"{where}: unknown key(s) {extra}; allowed keys: {allowed}"
+    if kind == "enum":
+        return f"{where}: {value!r} is not allowed; allowed values: {schema['enum']}"
+    if kind == "const":
+        return f"{where}: must be {schema['const']!r}, got {value!r}"
+    if kind == "required":
+        return f"{where}: {error.message}"
+    if kind == "type":
+        return f"{where}: expected {schema['type']}, got {value!r} ({type(value).__name__})"
+    if kind == "pattern" and error.path == error.relative_path and "grid" in where:
+        return f"{where}: {error.message}"
+    if kind == "propertyNames":
+        return f"{where}: bad key {value!r}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def schema_problems(data: dict) -> list[str]:
+    """Every JSON Schema violation, described with its key path and the allowed values."""
+    validator = jsonschema.Draft202012Validator(recipe_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    out = []
+    for error in errors:
+        if error.validator == "propertyNames" and error.context:
+            bad = error.context[0].instance
+            where = ".".join(map(str, error.absolute_path)) or "(top level)"
+            out.append(
+                f"{where}: bad key {bad!r}: grid keys are dotted paths into "
+                f"task, model, init or train, e.g. 'train.lr'"
+            )
+        else:
+            out.append(_describe(error))
+    return out
+
+
+def _section_schema(section: str) -> dict:
+    return recipe_schema()["properties"][section]
+
+
+def _applies(prop: dict, kind: Any) -> bool:
+    return "x-zoo-for" not in prop or kind in prop["x-zoo-for"]
+
+
+def applicability_problems(data: dict) -> list[str]:
+    """Keys set for a task/arch/optimizer they don't apply to (e.g. momentum with adam)."""
+    out = []
+    for section in SECTIONS:
+        sch = _section_schema(section)
+        disc = sch.get("x-zoo-discriminator")
+        if not disc:
+            continue
+        values = data.get(section, {})
+        kind = values.get(disc, sch["properties"][disc].get("default"))
+        for key in values:
+            prop = sch["properties"][key]
+            if not _applies(prop, kind):
+                users = sorted(prop["x-zoo-for"])
+                out.append(
+                    f"{section}.{key}: does not apply to {section}.{disc} {kind!r} "
+                    f"(it applies to: {users}); remove it"
+                )
+    return out
+
+
+def grid_problems(data: dict) -> list[str]:
+    """Each grid value checked against the schema of the key it sets."""
+    out = []
+    for key, values in data.get("grid", {}).items():
+        section, name = key.split(".")
+        props = _section_schema(section)["properties"]
+        if name not in props:
+            out.append(f"grid.{key}: {section} has no key {name!r}; allowed keys: {sorted(props)}")
+            continue
+        validator = jsonschema.Draft202012Validator(props[name])
+        for i, value in enumerate(values):
+            for error in validator.iter_errors(value):
+                out.append(_describe(error).replace("(top level)", f"grid.{key}[{i}]", 1))
+    return out
+
+
+def consistency_problems(data: dict) -> list[str]:
+    """Constraints across keys: checkpoint epochs within training, split fractions sum to 1."""
+    out = []
+    epochs = [data["train"]["epochs"], *data.get("grid", {}).get("train.epochs", [])]
+    wanted = (data.get("checkpoints") or {}).get("epochs") or []
+    too_late = [e for e in wanted if e > min(epochs)]
+    if too_late:
+        out.append(
+            f"checkpoints.epochs: {too_late} exceed train.epochs ({min(epochs)}); "
+            f"checkpoint epochs must lie in 0..train.epochs"
+        )
+    splits = (data.get("output") or {}).get("splits")
+    if splits is not None and abs(sum(splits.values()) - 1.0) > 1e-6:
+        out.append(f"output.splits: fractions {splits} sum to {sum(splits.values())}, not 1")
+    return out
+
+
+def fill_defaults(data: dict) -> dict:
+    """A copy of the recipe with every schema default filled in."""
+    out = copy.deepcopy(data)
+    for key, prop in recipe_schema()["properties"].items():
+        if key not in out and "default" in prop:
+            out[key] = copy.deepcopy(prop["default"])
+        if key in out and prop.get("type") == "object" and "properties" in prop:
+            out[key] = resolve_section(key, out[key])
+    return out
+
+
+def resolve_section(section: str, values: dict) -> dict:
+    """Fill a section's defaults and drop keys that don't apply to its discriminator's value.
+
+    Dropping (rather than rejecting) matters after grid expansion: a base ``momentum: 0.9`` is
+    meaningless for the runs of ``grid: {train.optimizer: [sgd, adam]}`` that use adam.
+    """
+    sch = _section_schema(section)
+    disc = sch.get("x-zoo-discriminator")
+    kind = values.get(disc, sch["properties"].get(disc, {}).get("default")) if disc else None
+    out = {}
+    for key, prop in sch["properties"].items():
+        if not _applies(prop, kind):
+            continue
+        if key in values:
+            out[key] = copy.deepcopy(values[key])
+        elif "x-zoo-for" in prop:
+            out[key] = copy.deepcopy(prop["x-zoo-for"][kind])
+        elif "default" in prop:
+            out[key] = copy.deepcopy(prop["default"])
+    return out
+
+
+# --- expansion ---------------------------------------------------------------------------------
+
+
+def expand_recipe(recipe: Recipe) -> list[RunConfig]:
+    """All runs of a recipe: grid points (cartesian product, in the order written) x seeds.
+
+    Example:
+        >>> r = recipe_from_dict({"schema_version": 1, "task": {"name": "digits"},
+        ...     "model": {"arch": "mlp"}, "train": {"epochs": 2},
+        ...     "grid": {"train.lr": [0.1, 0.2]}, "seeds": 3})
+        >>> len(expand_recipe(r))
+        6
+    """
+    res = recipe.resolved
+    grid = res["grid"]
+    keys = list(grid)
+    runs = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = dict(zip(keys, values, strict=True))
+        base = {s: copy.deepcopy(recipe.data.get(s, {})) for s in SECTIONS}
+        for key, value in point.items():
+            section, name = key.split(".")
+            base[section][name] = value
+        sections = {s: resolve_section(s, base[s]) for s in SECTIONS}
+        epochs = sections["train"]["epochs"]
+        ckpts = res["checkpoints"]["epochs"] or [0, epochs]
+        ckpts = tuple(sorted({e for e in ckpts if e <= epochs}))
+        cell = short_hash({**sections, "checkpoints": list(ckpts)})
+        for seed in range(res["seeds"]):
+            config = {**sections, "checkpoints": list(ckpts), "seed": seed}
+            runs.append(
+                RunConfig(
+                    run_id=make_run_id(config),
+                    cell_id=cell,
+                    seed=seed,
+                    checkpoints=ckpts,
+                    grid_point=point,
+                    **sections,
+                )  # fmt: skip
+            )
+    return runs

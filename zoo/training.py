@@ -1,0 +1,314 @@
+"""Training: population batches of runs trained together, and the per-model loop they must equal.
+
+A population batch holds runs that share the data, the architecture's shapes, the batch size,
+the epochs, the optimizer kind and the checkpoint epochs. Their parameters are stacked along a
+leading model axis ``M``; each step draws every model's own minibatch, sums the per-model mean
+losses (so each model's gradient is its own) and applies one :class:`PopulationOptimizer`
+update. The forward/backward runs in chunks of a few models so activations stay in cache
+(``../shared/TRAINING_NOTES.md``: 16 for MLPs, 4 for CNNs on a 2 MB L2).
+
+A model whose loss turns NaN/inf is frozen where it stands and its rows get
+``status="diverged"``; the others go on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .ids import batch_id as make_batch_id
+from .ids import canonical_json, checkpoint_id, tensor_name
+from .inits import init_module
+from .layout import Layout, unflatten
+from .models import build_model, forward_population
+from .optim import PopulationOptimizer
+from .recipe import RunConfig
+from .store import ShardRecord, write_table_shard, write_tensor_shard
+from .tasks import Task, load_task
+
+# Streams of SeedSequence([seed, stream, …]): one per use of randomness, so they never overlap.
+INIT_STREAM, DATA_STREAM = 1, 2
+PER_MODEL_KEYS = ("lr", "weight_decay", "momentum", "betas", "eps")
+
+
+@dataclass(frozen=True)
+class PopulationBatch:
+    """Runs trained together as one task; its id depends on its runs only."""
+
+    batch_id: str
+    runs: tuple[RunConfig, ...]
+
+    def to_dict(self) -> dict:
+        return {"batch_id": self.batch_id, "runs": [r.to_dict() for r in self.runs]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PopulationBatch:
+        return cls(d["batch_id"], tuple(RunConfig.from_dict(r) for r in d["runs"]))
+
+
+def population_key(run: RunConfig) -> str:
+    """What runs of one population must share: everything but per-model hyperparameters,
+    the init and the seed."""
+    shared_train = {k: v for k, v in run.train.items() if k not in PER_MODEL_KEYS}
+    return canonical_json([run.task, run.model, shared_train, list(run.checkpoints)])
+
+
+def plan_batches(runs: list[RunConfig], population_size: int) -> list[PopulationBatch]:
+    """Group runs into population batches of at most ``population_size``, in recipe order.
+
+    The grouping depends on the runs and ``population_size`` only, never on the cluster, so a
+    zoo is the same whatever runs it.
+    """
+    groups: dict[str, list[RunConfig]] = {}
+    for run in runs:
+        groups.setdefault(population_key(run), []).append(run)
+    batches = []
+    for members in groups.values():
+        for i in range(0, len(members), population_size):
+            chunk = tuple(members[i : i + population_size])
+            batches.append(PopulationBatch(make_batch_id([r.run_id for r in chunk]), chunk))
+    return batches
+
+
+def seeded_generator(seed: int, *stream: int) -> torch.Generator:
+    """A torch generator seeded from ``SeedSequence([seed, *stream])`` (never the global RNG)."""
+    state = np.random.SeedSequence([seed, *stream]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] % (2**63)))
+
+
+def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The order in which a run visits the ``n`` training examples in ``epoch`` (1-based)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, DATA_STREAM, epoch]))
+    return torch.from_numpy(rng.permutation(n))
+
+
+def init_model(run: RunConfig, task: Task) -> tuple[nn.Sequential, Layout]:
+    """The run's module at epoch 0, initialized from its own seed."""
+    module, layout = build_model(run.model, task.input_shape, task.n_classes)
+    init_module(module, run.init, run.model["activation"], seeded_generator(run.seed, INIT_STREAM))
+    return module, layout
+
+
+@dataclass
+class TrainResult:
+    """What training a population batch produced: one entry per checkpoint, in run order."""
+
+    layout: Layout
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)  # checkpoint_id -> (P,)
+    rows: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def default_chunk(model_cfg: dict) -> int:
+    return 16 if model_cfg["arch"] == "mlp" else 4
+
+
+@torch.no_grad()
+def evaluate(module, params, x, y, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy and accuracy of every model on ``(x, y)``: two ``(M,)`` tensors."""
+    m = next(iter(params.values())).shape[0]
+    loss_sum = torch.zeros(m, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(m, dtype=torch.float64, device=x.device)
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        logits = forward_population(module, params, xb.expand(m, *xb.shape))  # (M, B, C)
+        yy = yb.expand(m, -1)
+        ce = F.cross_entropy(logits.transpose(1, 2), yy, reduction="none")  # (M, B)
+        loss_sum += ce.double().sum(1)
+        correct += (logits.argmax(-1) == yy).double().sum(1)
+    return loss_sum / len(x), correct / len(x)
+
+
+def _steps(n: int, batch_size: int) -> int:
+    return math.ceil(n / batch_size)
+
+
+class PopulationTrainer:
+    """Trains one :class:`PopulationBatch`; see the module docstring."""
+
+    def __init__(self, batch: PopulationBatch, device: str = "cpu", chunk_size: int | None = None,
+                 eval_batch_size: int = 1024, task: Task | None = None,
+                 dtype: torch.dtype = torch.float32):  # fmt: skip
+        self.batch, self.runs, self.device = batch, batch.runs, torch.device(device)
+        first = self.runs[0]
+        self.task = task or load_task(first.task)
+        self.x_train = self.task.x_train.to(device, dtype)
+        self.x_test = self.task.x_test.to(device, dtype)
+        self.y_train, self.y_test = self.task.y_train.to(device), self.task.y_test.to(device)
+        modules = [init_model(r, self.task) for r in self.runs]
+        self.module, self.layout = modules[0][0].to(device, dtype), modules[0][1]
+        self.params = {
+            n: torch.stack([m.state_dict()[n] for m, _ in modules]).to(device, dtype)
+            for n in self.layout.names
+        }  # {name: (M, *shape)}, initialized in float32 as a plain module would be
+        self.chunk = chunk_size or default_chunk(first.model)
+        self.eval_batch_size = eval_batch_size
+        self.optimizer = PopulationOptimizer(first.train["optimizer"], [r.train for r in self.runs])
+        self.active = torch.ones(len(self.runs), dtype=torch.bool, device=self.device)
+        self.diverged_at: list[int | None] = [None] * len(self.runs)
+        self.step_count = 0
+
+    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor):
+        """Per-model mean losses ``(M,)`` and gradients ``{name: (M, …)}`` on minibatches
+        ``x: (M, B, …)``, ``y: (M, B)``, computed chunk by chunk."""
+        losses, grads = [], {n: [] for n in self.params}
+        for c0 in range(0, len(self.runs), self.chunk):
+            c1 = c0 + self.chunk
+            leaves = {n: p[c0:c1].detach().requires_grad_(True) for n, p in self.params.items()}
+            logits = forward_population(self.module, leaves, x[c0:c1])  # (m, B, C)
+            loss = F.cross_entropy(logits.transpose(1, 2), y[c0:c1], reduction="none").mean(1)
+            # the sum's gradient w.r.t. model i's weights is model i's own gradient
+            got = torch.autograd.grad(loss.sum(), list(leaves.values()))
+            losses.append(loss.detach())
+            for n, g in zip(leaves, got, strict=True):
+                grads[n].append(g)
+        return torch.cat(losses), {n: torch.cat(g) for n, g in grads.items()}
+
+    def train_epoch(self, epoch: int) -> None:
+        n, bs = len(self.x_train), self.runs[0].train["batch_size"]
+        order = torch.stack([data_order(r.seed, epoch, n) for r in self.runs]).to(self.device)
+        for s in range(_steps(n, bs)):
+            idx = order[:, s * bs : (s + 1) * bs]  # (M, B)
+            loss, grads = self.loss_and_grads(self.x_train[idx], self.y_train[idx])
+            bad = ~torch.isfinite(loss) & self.active
+            if bool(bad.any()):
+                for i in bad.nonzero().flatten().tolist():
+                    self.diverged_at[i] = epoch
+                self.active &= ~bad
+            self.optimizer.step(self.params, grads, self.active)
+            self.step_count += 1
+
+    def snapshot(self, epoch: int, result: TrainResult) -> None:
+        """Record every model's weights and metrics at ``epoch``."""
+        args = (self.module, self.params)
+        tr_loss, tr_acc = evaluate(*args, self.x_train, self.y_train, self.eval_batch_size)
+        te_loss, te_acc = evaluate(*args, self.x_test, self.y_test, self.eval_batch_size)
+        flat = torch.cat([self.params[n].reshape(len(self.runs), -1) for n in self.layout.names], 1)
+        for i, run in enumerate(self.runs):
+            ckpt = checkpoint_id(run.run_id, epoch)
+            finite = bool(torch.isfinite(flat[i]).all())
+            if not finite and self.diverged_at[i] is None:
+                self.diverged_at[i], self.active[i] = epoch, False
+            result.weights[ckpt] = flat[i].cpu().clone()  # the store casts to float32
+            result.rows.append({
+                "checkpoint_id": ckpt, "run_id": run.run_id, "cell_id": run.cell_id,
+                "batch_id": self.batch.batch_id, "epoch": epoch,
+                "step": self.step_count,
+                "status": "ok" if self.diverged_at[i] is None else "diverged",
+                "diverged_epoch": self.diverged_at[i],
+                "train_loss": float(tr_loss[i]), "train_acc": float(tr_acc[i]),
+                "test_loss": float(te_loss[i]), "test_acc": float(te_acc[i]),
+            })  # fmt: skip
+
+    def run(self, on_epoch: Callable[[int, int], None] | None = None) -> TrainResult:
+        """Train to the last checkpoint epoch, snapshotting at each checkpoint epoch."""
+        start = time.perf_counter()
+        result = TrainResult(self.layout)
+        epochs = self.runs[0].train["epochs"]
+        wanted = set(self.runs[0].checkpoints)
+        if 0 in wanted:
+            self.snapshot(0, result)
+        for epoch in range(1, max(wanted) + 1 if wanted else epochs + 1):
+            self.train_epoch(epoch)
+            if epoch in wanted:
+                self.snapshot(epoch, result)
+            if on_epoch:
+                on_epoch(epoch, epochs)
+        result.seconds = time.perf_counter() - start
+        return result
+
+
+def train_population(batch: PopulationBatch, **options) -> TrainResult:
+    """Train a population batch; ``options`` go to :class:`PopulationTrainer`."""
+    return PopulationTrainer(batch, **options).run()
+
+
+# --- the reference --------------------------------------------------------------------------
+
+
+def make_torch_optimizer(run: RunConfig, params) -> torch.optim.Optimizer:
+    t = run.train
+    if t["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"],
+                               weight_decay=t["weight_decay"], nesterov=t["nesterov"])  # fmt: skip
+    cls = torch.optim.Adam if t["optimizer"] == "adam" else torch.optim.AdamW
+    return cls(params, lr=t["lr"], betas=tuple(t["betas"]), eps=t["eps"],
+               weight_decay=t["weight_decay"])  # fmt: skip
+
+
+def train_one(
+    run: RunConfig, task: Task | None = None, dtype: torch.dtype = torch.float32
+) -> dict[int, dict[str, torch.Tensor]]:
+    """The plain per-model loop (``nn.Module`` + ``torch.optim``) the population trainer must
+    equal: same init, same data order. Returns ``{epoch: state_dict}`` at each checkpoint."""
+    task = task or load_task(run.task)
+    module, _ = init_model(run, task)
+    module = module.to(dtype)
+    x_train = task.x_train.to(dtype)
+    opt = make_torch_optimizer(run, module.parameters())
+    out = {0: {k: v.clone() for k, v in module.state_dict().items()}}
+    n, bs, frozen = len(task.x_train), run.train["batch_size"], False
+    for epoch in range(1, max(run.checkpoints) + 1):
+        order = data_order(run.seed, epoch, n)
+        for s in range(_steps(n, bs)):
+            idx = order[s * bs : (s + 1) * bs]
+            loss = F.cross_entropy(module(x_train[idx]), task.y_train[idx])
+            frozen = frozen or not bool(torch.isfinite(loss))
+            if frozen:
+                continue
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        out[epoch] = {k: v.clone() for k, v in module.state_dict().items()}
+    return {e: out[e] for e in run.checkpoints}
+
+
+# --- the stage: train a batch, write its shards, return receipts --------------------------------
+
+
+def result_table(batch: PopulationBatch, result: TrainResult) -> pa.Table:
+    """Metrics rows of a trained batch, with each run's resolved config as JSON."""
+    configs = {r.run_id: canonical_json(r.to_dict()) for r in batch.runs}
+    rows = [dict(row, run_config=configs[row["run_id"]]) for row in result.rows]
+    return pa.Table.from_pylist(rows, schema=TRAIN_SCHEMA)
+
+
+TRAIN_SCHEMA = pa.schema([
+    ("checkpoint_id", pa.string()), ("run_id", pa.string()), ("cell_id", pa.string()),
+    ("batch_id", pa.string()), ("epoch", pa.int32()), ("step", pa.int64()),
+    ("status", pa.string()), ("diverged_epoch", pa.int32()),
+    ("train_loss", pa.float64()), ("train_acc", pa.float64()),
+    ("test_loss", pa.float64()), ("test_acc", pa.float64()),
+    ("run_config", pa.string()),
+])  # fmt: skip
+
+
+def write_train_shards(out_dir, batch: PopulationBatch, result: TrainResult) -> list[ShardRecord]:
+    """Write a trained batch as ``shards/train/<batch_id>.{safetensors,parquet}``.
+
+    Tensors are named ``<checkpoint_id>/<parameter>`` (float32); the safetensors metadata holds
+    the layout as JSON, so a shard describes itself.
+    """
+    tensors = {}
+    for ckpt, flat in result.weights.items():
+        for name, value in unflatten(flat.float(), result.layout).items():
+            tensors[tensor_name(ckpt, name)] = value
+    run_ids = [r.run_id for r in batch.runs]
+    ckpts = list(result.weights)
+    meta = {"layout": canonical_json(result.layout.to_dict()), "batch_id": batch.batch_id,
+            "train_seconds": f"{result.seconds:.3f}"}  # fmt: skip
+    weights = write_tensor_shard(out_dir, "train", batch.batch_id, tensors, meta, run_ids, ckpts)
+    table = result_table(batch, result)
+    table_meta = {"train_seconds": result.seconds, "layout_sha256": result.layout.sha256}
+    metrics = write_table_shard(
+        out_dir, "train", batch.batch_id, table, run_ids, ckpts, metadata=table_meta
+    )
+    return [weights, metrics]
