@@ -34,21 +34,24 @@ class Plan:
         return sum(len(r.checkpoints) for r in self.runs)
 
     def num_params(self) -> dict[str, int]:
-        """Parameters per architecture (loads each task once to know its input shape)."""
+        """Parameters per model of each batch (loads each task once to know its input shape)."""
         out = {}
         for batch in self.batches:
             run = batch.runs[0]
             task = load_task(run.task)
-            _, layout = build_model(run.model, task.input_shape, task.n_classes)
-            out[run.model["arch"]] = layout.num_params
+            out[batch.batch_id] = build_model(run.model, task.input_shape, task.n_classes)[
+                1
+            ].num_params
         return out
 
     def storage_bytes(self) -> int:
         """Estimated bytes of the store plus the dataset (weights are float32, written twice)."""
         params = self.num_params()
-        per_run = [len(r.checkpoints) * (4 * params[r.model["arch"]] + ROW_OVERHEAD_BYTES)
-                   for r in self.runs]  # fmt: skip
-        return 2 * sum(per_run)
+        total = 0
+        for batch in self.batches:
+            per_row = 4 * params[batch.batch_id] + ROW_OVERHEAD_BYTES
+            total += per_row * sum(len(r.checkpoints) for r in batch.runs)
+        return 2 * total
 
 
 def plan(recipe: Recipe) -> Plan:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 SHARD_EXTS = ("safetensors", "parquet")
 HASH_CHUNK = 1 << 20
 VERIFY_HINT = "run `zoo verify OUT` to list the damaged shards"
-RECOMPUTE_HINT = "delete it and run `zoo run` again to recompute it"
+RECOMPUTE_HINT = "run `zoo verify OUT --repair`, then `zoo run` again to recompute it"
 
 
 @dataclass(frozen=True)
@@ -588,3 +588,16 @@ class Manifest:
             )
             problems.append(Problem(rel, "orphan", detail))
         return problems
+
+    def drop(self, paths: Iterable[str]) -> int:
+        """Forget the records of ``paths`` (atomic rewrite), so their batches run again.
+
+        Returns:
+            how many records were dropped.
+        """
+        paths = set(paths)
+        records = self.records()
+        keep = [r for r in records if r.path not in paths]
+        lines = "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in keep)
+        atomic_write_bytes(self.path, lines.encode())
+        return len(records) - len(keep)

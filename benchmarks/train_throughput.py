@@ -1,0 +1,371 @@
+"""Training throughput: the population trainer against a plain per-model loop, side by side.
+
+Model-steps/s = models x optimizer steps / wall second: batch 64 per model, each model its own
+minibatches, SGD with momentum 0.9. Both sides train the same runs (same init, same data
+order, same tensors) for the same number of steps per model:
+
+- population: ``PopulationTrainer.train_epoch`` on a training set of ``steps x 64`` random
+  examples, so one epoch is exactly ``steps`` real steps (gather ``x_train[idx]`` with ``idx``
+  ``(M, B)``, ``loss_and_grads``, ``optimizer.step``);
+- loop: one ``nn.Module`` + ``torch.optim.SGD`` after another, each gathering its minibatch by
+  index from the same tensors; CNNs in channels_last (module and inputs), which the notes
+  measured at 1.13-1.35x for the loop, so the ratio stays honest.
+
+Settings: ``1 proc x 1 thread`` (both in this process, ``torch.set_num_threads(1)``) and
+``2 procs x 1 thread`` (spawned workers started before timing, each training half of the
+models, released together by a barrier; the wall time is that of the slowest). With CUDA, a
+third setting trains on the GPU (population in one chunk unless ``--chunk-size``).
+
+Run:      python benchmarks/train_throughput.py            # MLP + CNN-s, n = 1, 8, 64, 256
+Quick:    python benchmarks/train_throughput.py --quick    # n = 1, 8, 64, fewer steps
+Override: python benchmarks/train_throughput.py --arch cnn_s --sizes 64 --chunk-size 8
+Expect:   a markdown table, then one PASS/MISS line per target (never a non-zero exit on a miss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import multiprocessing as mp
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch.nn import functional as F
+
+from zoo.recipe import RunConfig, expand_recipe, recipe_from_dict
+from zoo.tasks import Task
+from zoo.training import (
+    PopulationTrainer,
+    data_order,
+    default_chunk,
+    init_model,
+    make_torch_optimizer,
+    plan_batches,
+)
+
+BATCH = 64
+WARMUP_STEPS = 3
+MODELS = {"mlp": {"arch": "mlp", "width": 64, "depth": 2}, "cnn_s": {"arch": "cnn_s"}}
+LABELS = {"mlp": "MLP 784-64-64-10", "cnn_s": "CNN-s"}
+TARGETS = {"mlp": 2.0, "cnn_s": 1.5}  # population / loop at n=64, in both CPU settings
+TARGET_N = 64
+# Model-steps per measurement (~1-3 s on one core of the 2-core dev box), and the steps-per-model
+# bounds; big populations get fewer steps per model so the whole run stays near 5 minutes.
+BUDGET = {"mlp": 6000, "cnn_s": 800}
+QUICK_BUDGET = {"mlp": 2000, "cnn_s": 300}
+STEP_BOUNDS = (5, 400)
+QUICK_STEP_BOUNDS = (3, 150)
+CUDA_EXTRA_N = 512
+ONE, TWO, GPU = "1 proc x 1 thread", "2 procs x 1 thread", "cuda"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One side of one measurement: train models ``lo:hi`` of an ``n``-model population."""
+
+    side: str  # "population" or "loop"
+    arch: str
+    n: int
+    lo: int
+    hi: int
+    steps: int
+    device: str = "cpu"
+    chunk: int | None = None
+
+
+# --- what is trained ---------------------------------------------------------------------------
+
+
+def make_runs(arch: str, n: int) -> list[RunConfig]:
+    """``n`` runs of one architecture that differ only by seed (SGD, momentum 0.9)."""
+    recipe = recipe_from_dict({
+        "schema_version": 1, "name": "bench", "task": {"name": "fashion_mnist"},
+        "model": MODELS[arch],
+        "train": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "batch_size": BATCH,
+                  "epochs": 1},
+        "seeds": n,
+    })  # fmt: skip
+    return expand_recipe(recipe)
+
+
+def make_task(n_train: int) -> Task:
+    """Random 28x28 one-channel images with 10 classes: speed does not depend on the pixels."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n_train + BATCH, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (n_train + BATCH,), generator=g)
+    return Task("bench", x[:n_train].clone(), y[:n_train].clone(), x[n_train:].clone(),
+                y[n_train:].clone(), 10)  # fmt: skip
+
+
+def steps_per_model(arch: str, n: int, quick: bool) -> int:
+    budget = (QUICK_BUDGET if quick else BUDGET)[arch]
+    lo, hi = QUICK_STEP_BOUNDS if quick else STEP_BOUNDS
+    return max(lo, min(hi, math.ceil(budget / n)))
+
+
+# --- the two sides -----------------------------------------------------------------------------
+
+
+def prepare_population(job: Job, task: Task, runs: list[RunConfig]) -> Callable[[], None]:
+    """Build the trainer, warm it up on the same code path, return one timed epoch."""
+    batch = plan_batches(runs, len(runs))[0]
+    trainer = PopulationTrainer(batch, device=job.device, chunk_size=job.chunk, task=task)
+    full = trainer.x_train, trainer.y_train
+    # warm-up: train_epoch itself on the first few minibatches only (epoch 0: its own order)
+    trainer.x_train, trainer.y_train = (
+        full[0][: WARMUP_STEPS * BATCH],
+        full[1][: WARMUP_STEPS * BATCH],
+    )
+    trainer.train_epoch(0)
+    trainer.x_train, trainer.y_train = full
+    return lambda: trainer.train_epoch(1)
+
+
+def loop_steps(model, x: torch.Tensor, y: torch.Tensor, epoch: int, steps: int) -> None:
+    """``steps`` plain training steps of one model on its own minibatches, gathered by index."""
+    seed, module, opt, memory_format = model
+    order = data_order(seed, epoch, len(x)).to(x.device)
+    for s in range(steps):
+        idx = order[s * BATCH : (s + 1) * BATCH]
+        xb = x[idx].contiguous(memory_format=memory_format)  # (B, C, H, W)
+        loss = F.cross_entropy(module(xb), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def prepare_loop(job: Job, task: Task, runs: list[RunConfig]) -> Callable[[], None]:
+    """Build every model and optimizer, warm up on the first, return the timed loop."""
+    fmt = torch.channels_last if job.arch != "mlp" else torch.contiguous_format
+    x = task.x_train.to(job.device).contiguous(memory_format=fmt)
+    y = task.y_train.to(job.device)
+    models = []
+    for run in runs:
+        module = init_model(run, task)[0].to(job.device, memory_format=fmt)
+        models.append((run.seed, module, make_torch_optimizer(run, module.parameters()), fmt))
+    loop_steps(models[0], x, y, 0, WARMUP_STEPS)  # kernels, allocator, oneDNN primitives
+
+    def timed() -> None:
+        for model in models:
+            loop_steps(model, x, y, 1, job.steps)
+
+    return timed
+
+
+def time_job(job: Job, barrier=None) -> tuple[float, float]:
+    """Prepare ``job``, wait at ``barrier`` (if any), run it: ``(start, end)`` monotonic s."""
+    task = make_task(job.steps * BATCH)
+    runs = make_runs(job.arch, job.n)[job.lo : job.hi]
+    prepare = prepare_population if job.side == "population" else prepare_loop
+    work = prepare(job, task, runs)
+    cuda = job.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+    if barrier is not None:
+        barrier.wait()
+    start = time.perf_counter()  # CLOCK_MONOTONIC on Linux: comparable across processes
+    work()
+    if cuda:
+        torch.cuda.synchronize()
+    end = time.perf_counter()
+    del work
+    gc.collect()
+    return start, end
+
+
+# --- two worker processes ----------------------------------------------------------------------
+
+
+def worker_main(jobs, results, barrier) -> None:
+    """A spawned worker: one thread, runs jobs until it gets ``None``."""
+    torch.set_num_threads(1)
+    while (job := jobs.get()) is not None:
+        try:
+            results.put(("ok", time_job(job, barrier)))
+        except Exception:  # report it; the parent stops the benchmark
+            barrier.abort()
+            results.put(("error", traceback.format_exc()))
+
+
+class WorkerPair:
+    """Two spawned single-thread workers, started once and reused for every measurement."""
+
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.results = ctx.Queue()
+        self.barrier = ctx.Barrier(2)
+        self.queues = [ctx.Queue() for _ in range(2)]
+        self.procs = [
+            ctx.Process(target=worker_main, args=(q, self.results, self.barrier), daemon=True)
+            for q in self.queues
+        ]
+        for p in self.procs:
+            p.start()
+
+    def run(self, jobs: list[Job]) -> float:
+        """Run one job per worker, released together; wall seconds until the last one ends."""
+        for q, job in zip(self.queues, jobs, strict=True):
+            q.put(job)
+        got = [self.results.get() for _ in jobs]
+        errors = [text for status, text in got if status == "error"]
+        if errors:
+            raise RuntimeError("a worker failed:\n" + "\n".join(errors))
+        return max(end for _, (_, end) in got) - min(start for _, (start, _) in got)
+
+    def close(self) -> None:
+        for q in self.queues:
+            q.put(None)
+        for p in self.procs:
+            p.join(timeout=30)
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    arch: str
+    setting: str
+    n: int
+    steps: int
+    chunk: int
+    pop_seconds: float
+    loop_seconds: float
+
+    def rate(self, seconds: float) -> float:
+        return self.n * self.steps / seconds
+
+    @property
+    def ratio(self) -> float:
+        return self.loop_seconds / self.pop_seconds
+
+    def markdown(self) -> str:
+        pop, loop = self.rate(self.pop_seconds), self.rate(self.loop_seconds)
+        return (f"| {LABELS[self.arch]} | {self.setting} | {self.n} | {pop:,.0f} | {loop:,.0f} | "
+                f"{self.ratio:.2f}x | {self.chunk} | {self.steps} |")  # fmt: skip
+
+
+def measure(job: Job, setting: str, workers: WorkerPair | None, repeat: int) -> float:
+    """Best wall seconds of ``repeat`` runs of ``job`` (split over the two workers for TWO)."""
+    best = math.inf
+    for _ in range(repeat):
+        if setting == TWO:
+            half = (job.n + 1) // 2
+            parts = [replace(job, lo=0, hi=half), replace(job, lo=half, hi=job.n)]
+            seconds = workers.run(parts)
+        else:
+            start, end = time_job(job)
+            seconds = end - start
+        best = min(best, seconds)
+    return best
+
+
+def measure_row(arch: str, setting: str, n: int, args, workers: WorkerPair | None) -> Row:
+    device = "cuda" if setting == GPU else "cpu"
+    chunk = args.chunk_size or (n if device == "cuda" else default_chunk(MODELS[arch]))
+    steps = steps_per_model(arch, n, args.quick)
+    job = Job("population", arch, n, 0, n, steps, device, chunk)
+    pop = measure(job, setting, workers, args.repeat)
+    loop = measure(replace(job, side="loop"), setting, workers, args.repeat)
+    return Row(arch, setting, n, steps, min(chunk, n), pop, loop)
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return f"{names[0]} ({len(names)} logical CPUs)" if names else platform.processor()
+    except OSError:
+        return platform.processor() or "unknown"
+
+
+def print_header(args) -> None:
+    print(f"torch {torch.__version__}, python {platform.python_version()}, {cpu_model()}")
+    print(f"threads: torch.set_num_threads(1) in this process and in each worker "
+          f"(get_num_threads={torch.get_num_threads()}, "
+          f"interop={torch.get_num_interop_threads()})")  # fmt: skip
+    cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    print(f"cuda: {cuda}; batch {BATCH} per model, SGD momentum 0.9, warm-up {WARMUP_STEPS} "
+          f"steps, best of {args.repeat}; loop CNNs in channels_last")  # fmt: skip
+    print()
+    print("| arch | setting | n | population model-steps/s | loop model-steps/s | ratio "
+          "| chunk | steps/model |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+
+
+def print_targets(rows: list[Row]) -> None:
+    print()
+    found = {(r.arch, r.setting, r.n): r for r in rows}
+    for arch, need in TARGETS.items():
+        for setting, short in ((ONE, "1 proc"), (TWO, "2 procs")):
+            row = found.get((arch, setting, TARGET_N))
+            head = f"target: n={TARGET_N} {LABELS[arch]} ratio >= {need} ({short})"
+            if row is None:
+                print(f"{head}: not measured")
+            else:
+                verdict = "PASS" if row.ratio >= need else "MISS"
+                print(f"{head}: measured {row.ratio:.2f} {verdict}")
+    for arch in TARGETS:
+        one, two = found.get((arch, ONE, TARGET_N)), found.get((arch, TWO, TARGET_N))
+        if one and two:
+            print(f"note: n={TARGET_N} {LABELS[arch]}: population 2 procs / 1 proc = "
+                  f"{one.pop_seconds / two.pop_seconds:.2f}x; population 2 procs / loop 1 proc = "
+                  f"{one.loop_seconds / two.pop_seconds:.2f}x")  # fmt: skip
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="n = 1, 8, 64 and fewer steps")
+    p.add_argument("--arch", choices=["mlp", "cnn_s", "all"], default="all")
+    p.add_argument("--sizes", default=None, help="comma-separated population sizes")
+    chunk_help = "models per forward/backward chunk (default: 16 MLP, 4 CNN; all on CUDA)"
+    p.add_argument("--chunk-size", type=int, default=None, help=chunk_help)
+    p.add_argument("--repeat", type=int, default=1, help="report the best of this many timings")
+    p.add_argument("--no-cuda", action="store_true", help="skip the CUDA setting")
+    args = p.parse_args(argv)
+    default = "1,8,64" if args.quick else "1,8,64,256"
+    args.sizes = [int(s) for s in (args.sizes or default).split(",") if s.strip()]
+    args.archs = list(MODELS) if args.arch == "all" else [args.arch]
+    return args
+
+
+def plan(args) -> list[tuple[str, str, int]]:
+    """(arch, setting, n) of every row, in print order; n=1 cannot be split over 2 processes."""
+    settings = [ONE, TWO]
+    if torch.cuda.is_available() and not args.no_cuda:
+        settings.append(GPU)
+    out = []
+    for arch in args.archs:
+        for setting in settings:
+            sizes = args.sizes + ([CUDA_EXTRA_N] if setting == GPU else [])
+            out += [(arch, setting, n) for n in sorted(set(sizes)) if setting != TWO or n > 1]
+    return out
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    print_header(args)
+    rows, workers = [], None
+    try:
+        for arch, setting, n in plan(args):
+            if setting == TWO and workers is None:
+                workers = WorkerPair()  # spawned once, before any timing, then reused
+            rows.append(measure_row(arch, setting, n, args, workers))
+            print(rows[-1].markdown(), flush=True)
+    finally:
+        if workers is not None:
+            workers.close()
+    print_targets(rows)
+
+
+if __name__ == "__main__":
+    main()

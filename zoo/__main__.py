@@ -1,0 +1,5 @@
+"""``python -m zoo`` is the ``zoo`` command."""
+
+from .cli import app
+
+app()
