@@ -107,6 +107,11 @@ def test_inapplicable_key_and_bad_grid_value_are_named():
     assert any(p.startswith("checkpoints.epochs: [5] exceed train.epochs (2)") for p in problems)
 
 
+def test_grid_key_that_is_not_a_path_is_explained():
+    with pytest.raises(RecipeError, match="grid: key 'lr' is not a dotted path into task, model"):
+        tiny_recipe(grid={"lr": [0.1]})
+
+
 def test_overrides_and_yaml_errors(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(tiny_recipe().data))

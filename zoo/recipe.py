@@ -179,10 +179,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: {error.message}"
     if kind == "type":
         return f"{where}: expected {schema['type']}, got {value!r} ({type(value).__name__})"
-    if kind == "pattern" and error.path == error.relative_path and "grid" in where:
-        return f"{where}: {error.message}"
-    if kind == "propertyNames":
-        return f"{where}: bad key {value!r}: {error.message}"
+    if kind == "pattern" and where == "grid":
+        return (
+            f"grid: key {value!r} is not a dotted path into task, model, init or train "
+            f"(e.g. 'train.lr', 'model.width')"
+        )
     return f"{where}: {error.message}"
 
 
@@ -190,18 +191,7 @@ def schema_problems(data: dict) -> list[str]:
     """Every JSON Schema violation, described with its key path and the allowed values."""
     validator = jsonschema.Draft202012Validator(recipe_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
-    out = []
-    for error in errors:
-        if error.validator == "propertyNames" and error.context:
-            bad = error.context[0].instance
-            where = ".".join(map(str, error.absolute_path)) or "(top level)"
-            out.append(
-                f"{where}: bad key {bad!r}: grid keys are dotted paths into "
-                f"task, model, init or train, e.g. 'train.lr'"
-            )
-        else:
-            out.append(_describe(error))
-    return out
+    return [_describe(error) for error in errors]
 
 
 def _section_schema(section: str) -> dict:
