@@ -5,8 +5,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
@@ -78,6 +80,21 @@ def test_card_yaml_and_columns(tmp_path):
     assert features["train__lr"]["dtype"] == "float64"
     assert "| `train.lr` | [0.05, 0.1] |" in text
     assert "status | ok: 12" in text
+
+
+def test_built_rows_follow_the_published_row_schema(tmp_path):
+    folder = zoo.run(tiny_recipe(tmp_path))
+    spec = json.loads(
+        (Path(zoo.__file__).parent / "schemas" / "checkpoint.features.json").read_text()
+    )
+    expected = datasets.Features.from_dict(spec["features"])
+    ds = next(iter(datasets.load_dataset(str(folder)).values()))
+    for name, feature in expected.items():
+        if name == "weights":
+            assert ds.features[name] == datasets.List(datasets.Value("float32"), length=610)
+        else:
+            assert ds.features[name] == feature, name
+    assert pq.read_schema(next(folder.glob("data/*/*.parquet"))).metadata[b"zoo"]
 
 
 def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path):

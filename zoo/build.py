@@ -17,6 +17,7 @@ import json
 import shutil
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import datasets
@@ -32,7 +33,6 @@ from .layout import Layout
 from .models import layout_name
 from .recipe import Recipe, expand_recipe, recipe_schema
 from .store import Manifest, atomic_write_bytes, read_table_shard, read_tensor_shard
-from .training import TRAIN_SCHEMA
 
 ROW_GROUP_BYTES = 64 * 2**20  # the dataset viewer wants row groups <= ~100 MB
 FILE_BYTES = 400 * 2**20  # and Parquet files <= ~500 MB
@@ -122,15 +122,18 @@ _JSON_TO_ARROW = {"integer": pa.int64(), "number": pa.float64(), "string": pa.st
                   "boolean": pa.bool_()}  # fmt: skip
 
 
+@cache
+def row_features() -> datasets.Features:
+    """The columns every row has (``schemas/checkpoint.features.json``)."""
+    spec = json.loads((Path(__file__).parent / "schemas" / "checkpoint.features.json").read_text())
+    return datasets.Features.from_dict(spec["features"])
+
+
 def column_type(key: str) -> pa.DataType | None:
-    """Arrow type of a column: from the train shard schema, or from the recipe schema for
-    hyperparameter columns (so a column that is null in every row is still typed)."""
-    if key in TRAIN_SCHEMA.names:
-        return TRAIN_SCHEMA.field(key).type
-    if key == "seed":
-        return pa.int64()
-    if key.startswith("gen_gap"):
-        return pa.float64()
+    """Arrow type of a column: from the row schema, or from the recipe schema for hyperparameter
+    columns (so a column that is null in every row is still typed)."""
+    if key in row_features():
+        return row_features().arrow_schema.field(key).type
     section, _, name = key.partition("__")
     prop = recipe_schema()["properties"].get(section, {}).get("properties", {}).get(name)
     if prop is None:
