@@ -28,6 +28,7 @@ import argparse
 import gc
 import math
 import multiprocessing as mp
+import os
 import platform
 import time
 import traceback
@@ -57,10 +58,11 @@ TARGETS = {"mlp": 2.0, "cnn_s": 1.5}  # population / loop at n=64, in both CPU s
 TARGET_N = 64
 # Model-steps per measurement (~1-3 s on one core of the 2-core dev box), and the steps-per-model
 # bounds; big populations get fewer steps per model so the whole run stays near 5 minutes.
+# Two processes get twice the steps, so each of them still runs ~1-3 s.
 BUDGET = {"mlp": 5000, "cnn_s": 800}
-QUICK_BUDGET = {"mlp": 2000, "cnn_s": 300}
+QUICK_BUDGET = {"mlp": 2000, "cnn_s": 500}
 STEP_BOUNDS = (5, 400)
-QUICK_STEP_BOUNDS = (3, 150)
+QUICK_STEP_BOUNDS = (5, 150)
 CUDA_EXTRA_N = 512
 ONE, TWO, GPU = "1 proc x 1 thread", "2 procs x 1 thread", "cuda"
 
@@ -247,15 +249,22 @@ class Row:
     pop_seconds: float
     loop_seconds: float
 
-    def rate(self, seconds: float) -> float:
-        return self.n * self.steps / seconds
+    @property
+    def pop_rate(self) -> float:
+        """Population model-steps/s."""
+        return self.n * self.steps / self.pop_seconds
+
+    @property
+    def loop_rate(self) -> float:
+        """Loop model-steps/s."""
+        return self.n * self.steps / self.loop_seconds
 
     @property
     def ratio(self) -> float:
-        return self.loop_seconds / self.pop_seconds
+        return self.pop_rate / self.loop_rate
 
     def markdown(self) -> str:
-        pop, loop = self.rate(self.pop_seconds), self.rate(self.loop_seconds)
+        pop, loop = self.pop_rate, self.loop_rate
         return (f"| {LABELS[self.arch]} | {self.setting} | {self.n} | {pop:,.0f} | {loop:,.0f} | "
                 f"{self.ratio:.2f}x | {self.chunk} | {self.steps} |")  # fmt: skip
 
@@ -278,7 +287,7 @@ def measure(job: Job, setting: str, workers: WorkerPair | None, repeat: int) -> 
 def measure_row(arch: str, setting: str, n: int, args, workers: WorkerPair | None) -> Row:
     device = "cuda" if setting == GPU else "cpu"
     chunk = args.chunk_size or (n if device == "cuda" else default_chunk(MODELS[arch]))
-    steps = steps_per_model(arch, n, args.quick)
+    steps = steps_per_model(arch, n, args.quick) * (2 if setting == TWO else 1)
     job = Job("population", arch, n, 0, n, steps, device, chunk)
     pop = measure(job, setting, workers, args.repeat)
     loop = measure(replace(job, side="loop"), setting, workers, args.repeat)
@@ -297,6 +306,10 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
+def load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def print_header(args) -> None:
     print(f"torch {torch.__version__}, python {platform.python_version()}, {cpu_model()}")
     print(f"threads: torch.set_num_threads(1) in this process and in each worker "
@@ -305,6 +318,7 @@ def print_header(args) -> None:
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(f"cuda: {cuda}; batch {BATCH} per model, SGD momentum 0.9, warm-up {WARMUP_STEPS} "
           f"steps, best of {args.repeat}; loop CNNs in channels_last")  # fmt: skip
+    print(f"load average at start: {load()} (other work on the machine skews every figure)")
     print()
     print("| arch | setting | n | population model-steps/s | loop model-steps/s | ratio "
           "| chunk | steps/model |")  # fmt: skip
@@ -327,8 +341,8 @@ def print_targets(rows: list[Row]) -> None:
         one, two = found.get((arch, ONE, TARGET_N)), found.get((arch, TWO, TARGET_N))
         if one and two:
             print(f"note: n={TARGET_N} {SHORT[arch]}: population 2 procs / 1 proc = "
-                  f"{one.pop_seconds / two.pop_seconds:.2f}x; population 2 procs / loop 1 proc = "
-                  f"{one.loop_seconds / two.pop_seconds:.2f}x")  # fmt: skip
+                  f"{two.pop_rate / one.pop_rate:.2f}x; population 2 procs / loop 1 proc = "
+                  f"{two.pop_rate / one.loop_rate:.2f}x")  # fmt: skip
 
 
 def parse_args(argv=None):
@@ -375,6 +389,7 @@ def main(argv=None) -> None:
         if workers is not None:
             workers.close()
     print_targets(rows)
+    print(f"load average at end: {load()}")
 
 
 if __name__ == "__main__":

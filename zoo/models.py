@@ -6,7 +6,7 @@ One definition serves both ways a network is run:
 - the population forward (``forward_population``), which reads the *same* layer list and runs
   M models at once on stacked parameters ``{name: (M, *shape)}``: linear layers as batched
   matmuls, convolutions as one grouped convolution with the population folded into channels
-  (``../shared/TRAINING_NOTES.md``: vmap over convolutions loses on CPU; ``groups=M`` wins).
+  (measured on CPU: vmap over convolutions is slower than a per-model loop; ``groups=M`` wins).
 
 Shape comments name the population axis first: ``(M, B, F)``.
 """
@@ -193,7 +193,8 @@ def layout_name(layout: Layout) -> str:
 
 def _pop_linear(name: str, params: dict, h: torch.Tensor) -> torch.Tensor:
     w, b = params[f"{name}.weight"], params[f"{name}.bias"]  # (M, O, I), (M, O)
-    return torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))  # (M, B, O)
+    # matmul + add, not baddbmm: on CPU baddbmm copies each model's weight per call
+    return torch.matmul(h, w.mT) + b.unsqueeze(1)  # (M, B, O)
 
 
 def _pop_conv(name: str, layer: nn.Conv2d, params: dict, h: torch.Tensor) -> torch.Tensor:
@@ -206,9 +207,14 @@ def _pop_conv(name: str, layer: nn.Conv2d, params: dict, h: torch.Tensor) -> tor
 
 
 def _to_folded(x: torch.Tensor) -> torch.Tensor:
-    """(M, B, C, H, W) -> (B, M*C, H, W): the population as groups of channels."""
+    """(M, B, C, H, W) -> (B, M*C, H, W): the population as groups of channels.
+
+    channels_last: grouped convolutions and pooling run 1.2-2x faster on CPU in that layout;
+    values are the same.
+    """
     m, b, c, hh, ww = x.shape
-    return x.permute(1, 0, 2, 3, 4).reshape(b, m * c, hh, ww)
+    folded = x.permute(1, 0, 2, 3, 4).reshape(b, m * c, hh, ww)
+    return folded.contiguous(memory_format=torch.channels_last)
 
 
 def _from_folded(h: torch.Tensor, m: int) -> torch.Tensor:
@@ -231,7 +237,9 @@ def forward_population(
         logits ``(M, B, n_classes)``; model m's slice equals ``module`` loaded with its weights.
     """
     m = x.shape[0]
-    folded = x.dim() == 5  # images: keep (B, M*C, H, W) until the flatten
+    first = next(iter(module.children()))
+    # conv nets on images keep (B, M*C, H, W) until the flatten; MLPs flatten right away
+    folded = x.dim() == 5 and isinstance(first, nn.Conv2d)
     h = _to_folded(x) if folded else x
     for name, layer in module.named_children():
         if isinstance(layer, nn.Conv2d):

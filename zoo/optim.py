@@ -35,6 +35,12 @@ class PopulationOptimizer:
     state: dict = field(default_factory=dict)
     steps: torch.Tensor | None = None  # (M,) optimizer steps taken, per model
 
+    def __post_init__(self):
+        self.hparams = [dict(h) for h in self.hparams]
+        for h in self.hparams:
+            if "betas" in h:
+                h["beta1"], h["beta2"] = h["betas"]
+
     def _h(self, key: str, like: torch.Tensor) -> torch.Tensor:
         """Hyperparameter ``key`` of every model, shaped to broadcast against ``like`` (cached)."""
         cache_key = ("h", key, like.dim(), like.dtype, like.device)
@@ -43,54 +49,67 @@ class PopulationOptimizer:
             self.state[cache_key] = _per_model(values, like)
         return self.state[cache_key]
 
+    def _any(self, key: str) -> bool:
+        return any(float(h.get(key, 0.0)) != 0.0 for h in self.hparams)
+
     @torch.no_grad()
     def step(self, params: dict, grads: dict, active: torch.Tensor) -> None:
-        """Update ``params`` in place from ``grads`` for the models where ``active`` is True."""
+        """Update ``params`` in place from ``grads`` for the models where ``active`` is True.
+
+        ``grads`` may be overwritten (they are scratch space after the step).
+        """
         if self.steps is None:
             self.steps = torch.zeros(len(self.hparams), dtype=torch.long)
         self.steps += active.cpu().long()
+        frozen = not bool(active.all())
         for name, p in params.items():
-            mask = active.to(p.device).reshape(-1, *([1] * (p.dim() - 1)))
-            new_p, new_state = self._update(p, grads[name], self._state_of(name, p))
-            for key, value in new_state.items():
-                self.state[(key, name)] = torch.where(mask, value, self.state[(key, name)])
-            p.copy_(torch.where(mask, new_p, p))
+            state = self._state_of(name, p)
+            if frozen:  # keep copies so frozen models can be put back
+                saved = [p.clone()] + [v.clone() for v in state.values()]
+            if self.kind == "sgd":
+                self._sgd_(p, grads[name], state)
+            else:
+                self._adam_(p, grads[name], state, decoupled=self.kind == "adamw")
+            if frozen:
+                mask = active.to(p.device).reshape(-1, *([1] * (p.dim() - 1)))
+                for now, before in zip([p, *state.values()], saved, strict=True):
+                    now.copy_(torch.where(mask, now, before))
 
     def _state_of(self, name: str, p: torch.Tensor) -> dict[str, torch.Tensor]:
         keys = ("buf",) if self.kind == "sgd" else ("m", "v")
         for key in keys:
-            self.state.setdefault((key, name), torch.zeros_like(p))
+            if (key, name) not in self.state:  # not setdefault: it would zero-fill every step
+                self.state[(key, name)] = torch.zeros_like(p)
         return {key: self.state[(key, name)] for key in keys}
 
-    def _update(self, p: torch.Tensor, g: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
-        if self.kind == "sgd":
-            return self._sgd(p, g, state["buf"])
-        return self._adam(p, g, state["m"], state["v"], decoupled=self.kind == "adamw")
-
-    def _sgd(self, p: torch.Tensor, g: torch.Tensor, buf: torch.Tensor):
+    def _sgd_(self, p: torch.Tensor, g: torch.Tensor, state: dict) -> None:
         # torch.optim.SGD: d = g + wd·p; buf = μ·buf + d (= d at the first step, as μ·0 + d);
         # d = d + μ·buf (Nesterov) or buf; p = p − lr·d. With μ = 0 every branch gives d.
-        d = g + self._h("weight_decay", p) * p
-        mom = self._h("momentum", p)
-        buf = mom * buf + d
-        d = torch.where(self._h("nesterov", p) > 0, d + mom * buf, buf)
-        return p - self._h("lr", p) * d, {"buf": buf}
+        if self._any("weight_decay"):
+            g.addcmul_(self._h("weight_decay", p), p)
+        if self._any("momentum"):
+            mom, buf = self._h("momentum", p), state["buf"]
+            buf.mul_(mom).add_(g)
+            if self._any("nesterov"):
+                g = torch.where(self._h("nesterov", p) > 0, g.addcmul(mom, buf), buf)
+            else:
+                g = buf
+        p.addcmul_(-self._h("lr", p), g)
 
-    def _adam(self, p, g, m, v, decoupled: bool):
+    def _adam_(self, p: torch.Tensor, g: torch.Tensor, state: dict, decoupled: bool) -> None:
         # torch.optim.Adam(W): m = lerp(m, g, 1−β1); v = β2·v + (1−β2)·g²;
         # p = p − lr/(1−β1ᵗ) · m / (sqrt(v)/sqrt(1−β2ᵗ) + eps)
         lr, wd = self._h("lr", p), self._h("weight_decay", p)
         if decoupled:
-            p = p * (1 - lr * wd)
-        else:
-            g = g + wd * p
-        b1 = _per_model([h["betas"][0] for h in self.hparams], p)
-        b2 = _per_model([h["betas"][1] for h in self.hparams], p)
-        m = m.lerp(g, 1 - b1)
-        v = v * b2 + (1 - b2) * g * g
+            p.mul_(1 - lr * wd)
+        elif self._any("weight_decay"):
+            g.addcmul_(wd, p)
+        b1, b2 = self._h("beta1", p), self._h("beta2", p)
+        m, v = state["m"], state["v"]
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(1 - b2, g * g)
         t = self.steps.clamp(min=1).tolist()
-        bc1 = [1 - h["betas"][0] ** s for h, s in zip(self.hparams, t, strict=True)]
-        bc2 = [(1 - h["betas"][1] ** s) ** 0.5 for h, s in zip(self.hparams, t, strict=True)]
-        step_size = lr / _per_model(bc1, p)
-        denom = v.sqrt() / _per_model(bc2, p) + self._h("eps", p)
-        return p - step_size * m / denom, {"m": m, "v": v}
+        bc1 = [1 - h["beta1"] ** s for h, s in zip(self.hparams, t, strict=True)]
+        bc2 = [(1 - h["beta2"] ** s) ** 0.5 for h, s in zip(self.hparams, t, strict=True)]
+        denom = (v.sqrt() / _per_model(bc2, p)).add_(self._h("eps", p))
+        p.sub_(lr / _per_model(bc1, p) * m / denom)
