@@ -93,16 +93,28 @@ def dask_client(options: ExecOptions) -> Iterator:
 
 
 Progress = Callable[[str, PopulationBatch, str | None], None]
+TaskFn = Callable[[dict, str, dict], list[dict]]
 
 
 def run_train(
     batches: list[PopulationBatch], out_dir: str | Path, options: ExecOptions,
     progress: Progress | None = None,
 ) -> RunSummary:  # fmt: skip
-    """Train every batch not yet in the manifest; append receipts as batches finish.
+    """Train every batch not yet in the manifest (see :func:`run_stage`)."""
+    return run_stage("train", batches, train_task, out_dir, options, progress)
+
+
+def run_stage(
+    stage: str, batches: list[PopulationBatch], task_fn: TaskFn, out_dir: str | Path,
+    options: ExecOptions, progress: Progress | None = None,
+) -> RunSummary:  # fmt: skip
+    """Run ``task_fn`` on every batch whose ``stage`` shards the manifest does not hold yet;
+    append the receipts as batches finish.
 
     Args:
+        stage: the manifest stage the task writes (``train``, ``landscape``, …).
         batches: the plan (``plan_batches``).
+        task_fn: a top-level function ``(batch_dict, out_dir, options_dict) -> [receipt dicts]``.
         out_dir: the zoo's output folder.
         options: where and how to run.
         progress: called as ``progress(event, batch, error)`` with event ``done``/``failed``.
@@ -111,7 +123,7 @@ def run_train(
     """
     out_dir = str(out_dir)
     manifest = Manifest(out_dir)
-    done = manifest.done_batch_ids("train")
+    done = manifest.done_batch_ids(stage)
     summary = RunSummary(skipped=[b.batch_id for b in batches if b.batch_id in done])
     todo = [b for b in batches if b.batch_id not in done]
     opts = options.to_dict()
@@ -130,21 +142,21 @@ def run_train(
     if options.workers == 0 and not options.scheduler:
         for batch in todo:
             try:
-                finish(batch, train_task(batch.to_dict(), out_dir, opts), None)
+                finish(batch, task_fn(batch.to_dict(), out_dir, opts), None)
             except Exception as err:  # a batch that raises must not stop the others
                 finish(batch, None, _error_text(err))
         return summary
-    _run_on_dask(todo, out_dir, opts, options, finish)
+    _run_on_dask(stage, task_fn, todo, out_dir, opts, options, finish)
     return summary
 
 
-def _run_on_dask(todo, out_dir, opts, options: ExecOptions, finish) -> None:
+def _run_on_dask(stage, task_fn, todo, out_dir, opts, options: ExecOptions, finish) -> None:
     from dask.distributed import as_completed
 
     with dask_client(options) as client:
         futures = {
             client.submit(
-                train_task, b.to_dict(), out_dir, opts, key=f"train-{b.batch_id}", retries=1,
+                task_fn, b.to_dict(), out_dir, opts, key=f"{stage}-{b.batch_id}", retries=1,
             ): b
             for b in todo
         }  # fmt: skip

@@ -273,7 +273,10 @@ def resolve_section(section: str, values: dict) -> dict:
     Dropping (rather than rejecting) matters after grid expansion: a base ``momentum: 0.9`` is
     meaningless for the runs of ``grid: {train.optimizer: [sgd, adam]}`` that use adam.
     """
-    sch = _section_schema(section)
+    return _resolve_object(_section_schema(section), values)
+
+
+def _resolve_object(sch: dict, values: dict) -> dict:
     disc = sch.get("x-zoo-discriminator")
     kind = values.get(disc, sch["properties"].get(disc, {}).get("default")) if disc else None
     out = {}
@@ -286,6 +289,8 @@ def resolve_section(section: str, values: dict) -> dict:
             out[key] = copy.deepcopy(prop["x-zoo-for"][kind])
         elif "default" in prop:
             out[key] = copy.deepcopy(prop["default"])
+        if "properties" in prop and isinstance(out.get(key), dict):
+            out[key] = _resolve_object(prop, out[key])  # nested sections get their defaults
     return out
 
 
