@@ -171,6 +171,6 @@ def test_a_failing_batch_is_reported_and_the_others_are_kept(tmp_path):
                          execution={"workers": 0, "population_size": 4})  # fmt: skip
     with pytest.raises(zoo.ZooError) as info:
         zoo.run(recipe)
-    assert "1 of 2 batches failed" in str(info.value)
+    assert "1 of 2 train batches failed" in str(info.value)
     assert "cnn_s needs inputs of at least 28x28" in str(info.value)
     assert len(Manifest(tmp_path).done_batch_ids("train")) == 1

@@ -29,13 +29,23 @@ from . import SCHEMA_VERSION, __version__
 from .card import render_card
 from .errors import BuildError
 from .ids import data_file, split_of
+from .landscape import plan_landscape
 from .layout import Layout
 from .models import layout_name
+from .phases import cell_inputs, label_cells
+from .plot import plot_metrics
 from .recipe import Recipe, expand_recipe, recipe_schema
 from .store import Manifest, atomic_write_bytes, read_table_shard, read_tensor_shard
 
-ROW_GROUP_BYTES = 64 * 2**20  # the dataset viewer wants row groups <= ~100 MB
-FILE_BYTES = 400 * 2**20  # and Parquet files <= ~500 MB
+# Viewer-friendly Parquet (issue 5): the dataset viewer wants row groups <= 100 MB and files
+# <= 500 MB; both limits are taken on uncompressed bytes, so compressed files are smaller still.
+ROW_GROUP_BYTES = 64 * 2**20
+FILE_BYTES = 400 * 2**20
+COMPRESSION = "zstd"
+# float32 weights compress poorly; BYTE_STREAM_SPLIT regroups their bytes by significance so
+# zstd finds the repeated sign/exponent bytes: 0.85-0.90 of raw instead of 0.93-0.95, and faster
+# to write and read (measured in benchmarks/load_throughput.py).
+WEIGHTS_ENCODING = "BYTE_STREAM_SPLIT"
 FIRST_COLUMNS = ["checkpoint_id", "run_id", "cell_id", "epoch", "step", "status"]
 
 
@@ -167,18 +177,37 @@ def with_metadata(table: pa.Table, layout: Layout) -> pa.Table:
     return table.replace_schema_metadata(meta)
 
 
-def write_parquet_files(folder: Path, config: str, split: str, table: pa.Table) -> list[str]:
-    """Write one split of one config as viewer-friendly Parquet files; return their paths."""
+def write_parquet_files(
+    folder: Path, config: str, split: str, table: pa.Table, weights_encoding: str | None = None
+) -> list[str]:
+    """Write one split of one config as viewer-friendly Parquet files; return their paths.
+
+    Files hold at most ``FILE_BYTES`` and row groups at most ``ROW_GROUP_BYTES`` of the table
+    (uncompressed), zstd-compressed; float list columns (``weights``) are written with
+    ``weights_encoding`` (default ``WEIGHTS_ENCODING``), without dictionary or statistics
+    (min/max of a weight vector's elements help no reader).
+    """
     row_bytes = max(1, table.nbytes // max(1, table.num_rows))
     per_file = max(1, FILE_BYTES // row_bytes)
     per_group = max(1, min(per_file, ROW_GROUP_BYTES // row_bytes))
     count = max(1, -(-table.num_rows // per_file))
+    floats = [
+        f.name
+        for f in table.schema
+        if (pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type))
+        and pa.types.is_floating(f.type.value_type)
+    ]
+    others = [n for n in table.column_names if n not in floats]
+    encoding = weights_encoding or WEIGHTS_ENCODING
+    options = {"compression": COMPRESSION, "row_group_size": per_group, "use_dictionary": others,
+               "write_statistics": others,
+               "column_encoding": {f"{n}.list.element": encoding for n in floats}}  # fmt: skip
     paths = []
     for i in range(count):
         part = table.slice(i * per_file, per_file)
         rel = data_file(config, split, i, count)
         sink = pa.BufferOutputStream()
-        pq.write_table(part, sink, compression="zstd", row_group_size=per_group)
+        pq.write_table(part, sink, **options)
         atomic_write_bytes(folder / rel, sink.getvalue().to_pybytes())
         paths.append(rel)
     return paths
@@ -196,6 +225,9 @@ def build_dataset(recipe: Recipe, out_dir: str | Path) -> Path:
     if not configs:
         raise BuildError(f"{out_dir}: none of the recipe's runs is trained yet; run `zoo train`")
     shutil.rmtree(folder / "data", ignore_errors=True)
+    shutil.rmtree(folder / "images", ignore_errors=True)
+    attach_landscape(configs, recipe, out_dir)
+    draw_figures(configs, recipe, folder)
     fractions = recipe.resolved["output"]["splits"]
     summary = {}
     for name, rows in sorted(configs.items()):
@@ -214,6 +246,55 @@ def build_dataset(recipe: Recipe, out_dir: str | Path) -> Path:
     atomic_write_bytes(folder / "recipe.yaml", recipe.to_yaml().encode())
     atomic_write_bytes(folder / "README.md", render_card(recipe, summary, folder).encode())
     return folder
+
+
+def landscape_rows(recipe: Recipe, out_dir: Path) -> list[dict]:
+    """The landscape rows of the recipe's current landscape plan (stale settings are ignored)."""
+    settings = recipe.resolved["landscape"]
+    if not settings["metrics"]:
+        return []
+    wanted = {b.batch_id for b in plan_landscape(expand_recipe(recipe), settings,
+                                                  recipe.execution["population_size"])}  # fmt: skip
+    rows = []
+    for rec in Manifest(out_dir).records("landscape"):
+        if rec.batch_id in wanted and rec.ext == "parquet":
+            rows += read_table_shard(out_dir, rec.path).to_pylist()
+    return rows
+
+
+def attach_landscape(configs: dict[str, ConfigRows], recipe: Recipe, out_dir: Path) -> None:
+    """Add the landscape columns (and, with ``phase``, the phase columns) to every row; rows at
+    epochs that were not annotated get nulls."""
+    rows = landscape_rows(recipe, out_dir)
+    if not rows:
+        return
+    by_ckpt = {r["checkpoint_id"]: r for r in rows}
+    if "phase" in recipe.resolved["landscape"]["metrics"]:
+        labels = label_cells(cell_inputs(rows), recipe.resolved["landscape"]["phase"])
+        for row in rows:
+            row.update(labels[(row["cell_id"], row["epoch"])])
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in FIRST_COLUMNS]
+    for part in configs.values():
+        for ckpt in part.columns["checkpoint_id"]:
+            extra = by_ckpt.get(ckpt, {})
+            for key in keys:
+                part.columns[key].append(extra.get(key))
+
+
+def draw_figures(configs: dict[str, ConfigRows], recipe: Recipe, folder: Path) -> list[Path]:
+    """Phase diagrams over the first two grid axes at the last annotated epoch, per config."""
+    grid = list(recipe.resolved["grid"])
+    if not recipe.resolved["landscape"]["metrics"] or not grid:
+        return []
+    x, y = (grid[0], grid[1]) if len(grid) > 1 else (grid[0], "seed")
+    written = []
+    for name, part in configs.items():
+        n = len(part.columns["checkpoint_id"])
+        rows = [{k: v[i] for k, v in part.columns.items()} for i in range(n)]
+        epochs = [r["epoch"] for r in rows if r.get("probe_loss") is not None]
+        if epochs:
+            written += plot_metrics(rows, x, y, max(epochs), folder / "images", f"{name}_")
+    return written
 
 
 def status_counts(table: pa.Table) -> Counter:

@@ -104,6 +104,8 @@ def run(
     try:
         summary = _train(rec, _options(rec, workers, scheduler, device))
         pipeline.raise_for_failures(summary, rec)
+        if rec.resolved["landscape"]["metrics"]:
+            _landscape(rec, _options(rec, workers, scheduler, device))
         folder = build_dataset(rec, rec.out_dir)
     except ZooError as err:
         _fail(err)
@@ -240,6 +242,81 @@ def inspect(out: OutArg):
     if not (out / "dataset" / "layout.json").exists():
         _fail(ZooError(f"{out}/dataset is not built; run `zoo build {out}` first"))
     _print_inspect(out)
+
+
+def _landscape(rec: Recipe, options: ExecOptions) -> None:
+    batches = pipeline.plan_landscape_batches(rec)
+    with Progress(TextColumn("[bold]landscape[/]"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=console) as bar:  # fmt: skip
+        task = bar.add_task("landscape", total=len(batches))
+
+        def progress(event, batch, error):
+            bar.update(task, advance=1)
+            if error:
+                console.print(f"[red]batch {batch.batch_id} failed:[/] {escape(error)}")
+
+        summary = pipeline.landscape(rec, options, progress)
+        bar.update(task, completed=len(batches))
+    pipeline.raise_for_failures(summary, rec, stage="landscape")
+
+
+@app.command()
+def landscape(
+    out: OutArg, workers: WorkersOpt = None, scheduler: SchedulerOpt = None,
+    device: DeviceOpt = None,
+):  # fmt: skip
+    """Compute the recipe's loss-landscape metrics for a trained zoo, then rebuild its dataset.
+
+    Hessian top eigenvalues and trace, weight statistics, CKA, barriers, Bezier mode
+    connectivity and phase labels, as chosen in the recipe's `landscape:` section; resumable.
+    Example: zoo landscape out/phase_zoo
+    """
+    try:
+        rec = load_recipe(out / "recipe.yaml", [f"output.dir={out}"])
+        if not rec.resolved["landscape"]["metrics"]:
+            example = "landscape: {metrics: [hessian, weights, cka, barrier, phase]}"
+            raise ZooError(f"{out}/recipe.yaml has no landscape.metrics; add e.g. `{example}`")
+        _landscape(rec, _options(rec, workers, scheduler, device))
+        folder = build_dataset(rec, out)
+    except ZooError as err:
+        _fail(err)
+    console.print(f"annotated and rebuilt {folder}")
+
+
+@app.command()
+def plot(
+    out: OutArg,
+    x: Annotated[str, typer.Option(help="Grid key on the x axis, e.g. train.lr.")],
+    y: Annotated[str, typer.Option(help="Grid key on the y axis, e.g. model.width.")],
+    metric: Annotated[
+        list[str] | None, typer.Option(help="Metric column(s), repeatable (default: all).")
+    ] = None,
+    epoch: Annotated[int | None, typer.Option(help="Epoch (default: last annotated).")] = None,
+):
+    """Draw phase diagrams: PNG heatmaps of metrics over two grid axes, phases overlaid.
+
+    Writes OUT/plots/<config>_<metric>.png. Example:
+    zoo plot out/phase_zoo --x train.batch_size --y model.width
+    """
+    import datasets
+
+    from .plot import DEFAULT_METRICS, plot_metrics
+
+    folder = out / "dataset"
+    if not (folder / "layout.json").exists():
+        _fail(ZooError(f"{folder} is not built; run `zoo build {out}` first"))
+    written = []
+    for config in json.loads((folder / "layout.json").read_text()):
+        splits = datasets.load_dataset(str(folder), config).values()
+        rows = [r for ds in splits for r in ds.remove_columns(["weights"]).to_list()]
+        annotated = [r["epoch"] for r in rows if r.get("probe_loss") is not None]
+        at = epoch if epoch is not None else max(annotated or [r["epoch"] for r in rows])
+        names = metric or DEFAULT_METRICS
+        written += plot_metrics(rows, x, y, at, out / "plots", f"{config}_", names)
+    if not written:
+        _fail(ZooError(f"nothing to plot: no values of {metric or 'the metrics'} over {x} x {y}"))
+    for path in written:
+        print_out(str(path))
 
 
 @app.command()

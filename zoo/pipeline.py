@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .build import build_dataset
-from .dist import ExecOptions, Progress, RunSummary, run_train
+from .dist import ExecOptions, Progress, RunSummary, run_stage, run_train
 from .errors import DistError
+from .landscape import LandscapeBatch, landscape_task, plan_landscape
 from .models import build_model
 from .recipe import Recipe, RunConfig, expand_recipe
-from .store import atomic_write_bytes
+from .store import Manifest, atomic_write_bytes
 from .tasks import load_task
 from .training import PopulationBatch, plan_batches
 
@@ -68,15 +69,17 @@ def train(recipe: Recipe, options: ExecOptions, progress: Progress | None = None
     return run_train(plan(recipe).batches, out, options, progress)
 
 
-def raise_for_failures(summary: RunSummary, recipe: Recipe) -> None:
+def raise_for_failures(summary: RunSummary, recipe: Recipe, stage: str = "train") -> None:
     """Stop with the failed batches named and how to retry them."""
     if not summary.failed:
         return
     lines = [f"  {b}: {e.splitlines()[-1]}" for b, e in summary.failed.items()]
+    target = recipe.source if stage == "train" else recipe.out_dir
+    command = f"zoo {stage} {target}"
     raise DistError(
-        f"{len(summary.failed)} of {len(summary.failed) + len(summary.done)} batches failed:\n"
-        + "\n".join(lines)
-        + f"\nThe others are saved. Fix the cause and run `zoo train {recipe.source}` again: "
+        f"{len(summary.failed)} of {len(summary.failed) + len(summary.done)} {stage} batches "
+        "failed:\n" + "\n".join(lines)
+        + f"\nThe others are saved. Fix the cause and run `{command}` again: "
         "only the failed batches run."
     )
 
@@ -88,4 +91,24 @@ def run(
     options = options or ExecOptions.from_recipe(recipe.execution)
     summary = train(recipe, options, progress)
     raise_for_failures(summary, recipe)
+    if recipe.resolved["landscape"]["metrics"]:
+        raise_for_failures(landscape(recipe, options, progress), recipe, stage="landscape")
     return build_dataset(recipe, recipe.out_dir)
+
+
+def plan_landscape_batches(recipe: Recipe) -> list[LandscapeBatch]:
+    """The landscape batches of a recipe (whole grid cells, about ``population_size`` runs)."""
+    settings = recipe.resolved["landscape"]
+    return plan_landscape(expand_recipe(recipe), settings, recipe.execution["population_size"])
+
+
+def landscape(recipe: Recipe, options: ExecOptions, progress: Progress | None = None) -> RunSummary:
+    """Annotate the trained checkpoints with the recipe's landscape metrics (resumable: batches
+    whose metric shard the manifest holds are skipped)."""
+    out = recipe.out_dir
+    batches = plan_landscape_batches(recipe)
+    done = Manifest(out).done_batch_ids("landscape", exts=("parquet",))
+    todo = [b for b in batches if b.batch_id not in done]
+    summary = run_stage("landscape", todo, landscape_task, out, options, progress)
+    summary.skipped += [b.batch_id for b in batches if b.batch_id in done]
+    return summary
