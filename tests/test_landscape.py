@@ -96,3 +96,36 @@ def test_landscape_resumes_and_recomputes_only_when_settings_change(tmp_path):
     changed = _recipe(tmp_path, landscape={**LANDSCAPE, "at": [2]})
     assert {b.batch_id for b in plan_landscape_batches(changed)}.isdisjoint(first.done)
     assert len(Manifest(tmp_path).records("landscape")) == len(first.done)
+
+
+def test_cli_landscape_then_plot(tmp_path):
+    from typer.testing import CliRunner
+
+    from zoo.cli import app
+
+    runner = CliRunner()
+    recipe = _recipe(tmp_path)
+    zoo.train(recipe, ExecOptions(workers=0))
+    result = runner.invoke(app, ["landscape", str(tmp_path), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert "annotated and rebuilt" in result.output
+    result = runner.invoke(
+        app,
+        [
+            "plot",
+            str(tmp_path),
+            "--x",
+            "train.lr",
+            "--y",
+            "train.batch_size",
+            "--metric",
+            "hessian_top_eig",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    png = tmp_path / "plots" / "mlp_d1_w8_hessian_top_eig.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = runner.invoke(
+        app, ["plot", str(tmp_path), "--x", "train.lr", "--y", "seed", "--metric", "no_such_metric"]
+    )
+    assert result.exit_code == 2 and "nothing to plot" in result.output

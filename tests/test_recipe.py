@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 import yaml
 
@@ -133,3 +134,157 @@ def test_schema_describes_every_field():
             walk(prop, f"{path}.{key}")
 
     walk(recipe_schema(), "recipe")
+
+
+# --- sampling (issue 7) ---------------------------------------------------------------------
+
+SAMPLE = {
+    "count": 5,
+    "seed": 3,
+    "params": {
+        "train.lr": {"log_uniform": [1e-3, 1e-1]},
+        "train.momentum": {"uniform": [0.0, 0.9]},
+        "model.width": {"int": [4, 16]},
+        "model.activation": {"choice": ["relu", "tanh"]},
+    },
+}
+
+
+def _sampled(**sections):
+    return tiny_recipe(sample=SAMPLE, grid={"train.batch_size": [16, 32]}, **sections)
+
+
+def test_sample_runs_are_grid_times_count_times_seeds_with_values_in_range():
+    runs = expand_recipe(_sampled())
+    assert len(runs) == 2 * 5 * 2
+    assert len({r.cell_id for r in runs}) == 10  # a cell = grid point x sampled point
+    for run in runs:
+        assert 1e-3 <= run.train["lr"] < 1e-1 and 0.0 <= run.train["momentum"] < 0.9
+        assert 4 <= run.model["width"] <= 16 and run.model["activation"] in ("relu", "tanh")
+        assert run.grid_point["train.lr"] == run.train["lr"]  # grid_point records the draw
+        assert run.hyperparameters()["train__lr"] == run.train["lr"]  # ... and it is a column
+    # the same sampled point under both batch sizes
+    first = [r.train["lr"] for r in runs if r.train["batch_size"] == 16]
+    assert first == [r.train["lr"] for r in runs if r.train["batch_size"] == 32]
+
+
+def test_sample_is_seeded_and_a_larger_count_keeps_the_earlier_runs():
+    ids = [r.run_id for r in expand_recipe(_sampled())]
+    assert ids == [r.run_id for r in expand_recipe(_sampled())]
+    more = expand_recipe(
+        tiny_recipe(sample={**SAMPLE, "count": 8}, grid={"train.batch_size": [16]})
+    )
+    fewer = expand_recipe(tiny_recipe(sample=SAMPLE, grid={"train.batch_size": [16]}))
+    assert [r.run_id for r in more[:10]] == [r.run_id for r in fewer]
+    other = expand_recipe(tiny_recipe(sample={**SAMPLE, "seed": 4}, grid={}))
+    assert {r.train["lr"] for r in other}.isdisjoint({r.train["lr"] for r in fewer})
+
+
+def test_sample_values_follow_the_distributions():
+    from zoo.sampling import sample_points
+
+    spec = {"train.lr": {"log_uniform": [1e-4, 1.0]}, "model.width": {"int": [1, 4]}}
+    points = sample_points({"count": 2000, "seed": 0, "params": spec})
+    logs = np.log10([p["train.lr"] for p in points])
+    assert abs(logs.mean() - (-2.0)) < 0.1  # uniform in log10 over [-4, 0]
+    widths = np.bincount([p["model.width"] for p in points], minlength=5)[1:]
+    assert widths.min() > 400  # every integer in 1..4, both ends included
+
+
+def test_discrete_sample_draws_distinct_points():
+    params = {"train.lr": {"choice": [0.1, 0.2]}, "train.batch_size": {"choice": [16, 32]}}
+    recipe = tiny_recipe(sample={"count": 4, "params": params}, grid={}, seeds=1)
+    points = {(r.train["lr"], r.train["batch_size"]) for r in expand_recipe(recipe)}
+    assert len(points) == 4
+    with pytest.raises(RecipeError, match="sample.count: 5 distinct points asked for, but"):
+        tiny_recipe(sample={"count": 5, "params": params}, grid={})
+
+
+def test_bad_samples_are_named():
+    with pytest.raises(RecipeError) as info:
+        tiny_recipe(
+            sample={
+                "count": 2,
+                "params": {
+                    "train.lr": {"log_uniform": [0.0, 0.1]},  # also in tiny_recipe's grid
+                    "train.momentum": {"uniform": [0.5, 0.1]},
+                    "model.activation": {"uniform": [0, 1]},
+                    "model.wdth": {"int": [1, 2]},
+                },
+            }
+        )
+    problems = info.value.problems
+    assert (
+        "sample.params.train.lr: train.lr is also in grid; a key is either gridded or sampled"
+        in problems
+    )
+    assert "sample.params.train.momentum.uniform: low 0.5 must be below high 0.1" in problems
+    assert any(
+        p.startswith("sample.params.model.activation.uniform: draws numbers") for p in problems
+    )
+    assert any(p.startswith("sample.params.model.wdth: model has no key 'wdth'") for p in problems)
+    with pytest.raises(RecipeError, match=r"weight_decay: \{'normal': \[0, 1\]\} is not a distr"):
+        tiny_recipe(sample={"count": 2, "params": {"train.weight_decay": {"normal": [0, 1]}}})
+    with pytest.raises(RecipeError, match="sample.params: key 'lr' is not a dotted path"):
+        tiny_recipe(sample={"count": 2, "params": {"lr": {"choice": [1]}}})
+    with pytest.raises(RecipeError, match="log_uniform: low must be > 0 for a log-uniform"):
+        tiny_recipe(sample={"count": 2, "params": {"train.momentum": {"log_uniform": [0, 0.5]}}})
+
+
+# --- repeated runs and keys that never apply -----------------------------------------------------
+
+
+def test_grid_points_that_resolve_to_the_same_run_are_one_run():
+    grid = {"train.optimizer": ["sgd", "adam"], "train.momentum": [0.0, 0.9]}
+    runs = expand_recipe(tiny_recipe(grid=grid))
+    assert len(runs) == len({r.run_id for r in runs}) == 2 * 2 + 1 * 2  # adam drops momentum
+    assert [r.train["optimizer"] for r in runs] == ["sgd"] * 4 + ["adam"] * 2
+
+
+def test_a_varied_key_that_applies_to_no_run_is_an_error():
+    with pytest.raises(RecipeError, match="init.rank: varied, but it applies only to init.scheme"):
+        tiny_recipe(grid={"init.rank": [1, 2]})
+    runs = expand_recipe(tiny_recipe(init={"scheme": "low_rank"}, grid={"init.rank": [1, 2]}))
+    assert [r.init["rank"] for r in runs] == [1, 1, 2, 2]
+
+
+# --- checkpoint schedules -------------------------------------------------------------------------
+
+
+def test_checkpoint_schedules_every_log_and_union():
+    def epochs(**checkpoints):
+        recipe = tiny_recipe(checkpoints=checkpoints, train={"epochs": 100}, grid={}, seeds=1)
+        return expand_recipe(recipe)[0].checkpoints
+
+    assert epochs() == (0, 100)
+    assert epochs(every=30) == (0, 30, 60, 90, 100)
+    assert epochs(log={"count": 5}) == (0, 1, 3, 10, 32, 100)
+    assert epochs(log={"count": 200}) == tuple(range(101))  # never more than train.epochs
+    assert epochs(epochs=[7], every=50, log={"count": 2}) == (0, 1, 7, 50, 100)
+
+
+def test_log_epochs_are_distinct_increasing_and_dense_early():
+    from zoo.sampling import log_epochs
+
+    for count, total in [(2, 2), (10, 12), (25, 3000), (7, 7)]:
+        out = log_epochs(count, total)
+        assert len(out) == min(count, total) and out[0] == 1 and out[-1] == total
+        assert (np.diff(out) > 0).all()
+    gaps = np.diff(log_epochs(25, 3000))
+    assert gaps[0] == 1 and gaps[-1] > 100
+
+
+def test_schedules_keep_old_run_ids():
+    # an epochs list and the same list written as every: k resolve to one run id
+    listed = tiny_recipe(checkpoints={"epochs": [0, 1, 2]})
+    every = tiny_recipe(checkpoints={"every": 1})
+    assert [r.run_id for r in expand_recipe(listed)] == [r.run_id for r in expand_recipe(every)]
+    assert [r.run_id for r in expand_recipe(listed)] == GOLDEN_IDS
+
+
+def test_sampling_docstring_examples():
+    import doctest
+
+    from zoo import sampling
+
+    assert doctest.testmod(sampling).failed == 0

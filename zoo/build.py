@@ -29,6 +29,7 @@ from . import SCHEMA_VERSION, __version__
 from .card import render_card
 from .errors import BuildError
 from .ids import data_file, split_of
+from .landscape import COLUMN_DOCS as LANDSCAPE_DOCS
 from .landscape import plan_landscape
 from .layout import Layout
 from .models import layout_name
@@ -42,10 +43,13 @@ from .store import Manifest, atomic_write_bytes, read_table_shard, read_tensor_s
 ROW_GROUP_BYTES = 64 * 2**20
 FILE_BYTES = 400 * 2**20
 COMPRESSION = "zstd"
-# float32 weights compress poorly; BYTE_STREAM_SPLIT regroups their bytes by significance so
-# zstd finds the repeated sign/exponent bytes: 0.85-0.90 of raw instead of 0.93-0.95, and faster
-# to write and read (measured in benchmarks/load_throughput.py).
-WEIGHTS_ENCODING = "BYTE_STREAM_SPLIT"
+# float32 weights compress poorly. BYTE_STREAM_SPLIT regroups their bytes by significance so zstd
+# finds the repeated sign/exponent bytes (measured, Parquet / raw float32: 0.75 vs 0.83 PLAIN on
+# the quickstart MLPs), but PLAIN keeps whole floats together and wins where consecutive
+# checkpoints share many exact weights (cnn_small/Adam, 28% unchanged from the previous
+# checkpoint: 0.72 vs 0.79). Each file takes whichever encodes its first row group smaller
+# (benchmarks/load_throughput.py).
+WEIGHTS_ENCODINGS = ("BYTE_STREAM_SPLIT", "PLAIN")
 FIRST_COLUMNS = ["checkpoint_id", "run_id", "cell_id", "epoch", "step", "status"]
 
 
@@ -183,9 +187,10 @@ def write_parquet_files(
     """Write one split of one config as viewer-friendly Parquet files; return their paths.
 
     Files hold at most ``FILE_BYTES`` and row groups at most ``ROW_GROUP_BYTES`` of the table
-    (uncompressed), zstd-compressed; float list columns (``weights``) are written with
-    ``weights_encoding`` (default ``WEIGHTS_ENCODING``), without dictionary or statistics
-    (min/max of a weight vector's elements help no reader).
+    (uncompressed), zstd-compressed. Float list columns (``weights``) are written without
+    dictionary or statistics (min/max of a weight vector's elements help no reader), with
+    ``weights_encoding``, or (``None``) the one of ``WEIGHTS_ENCODINGS`` that encodes the file's
+    first row group smallest.
     """
     row_bytes = max(1, table.nbytes // max(1, table.num_rows))
     per_file = max(1, FILE_BYTES // row_bytes)
@@ -198,17 +203,22 @@ def write_parquet_files(
         and pa.types.is_floating(f.type.value_type)
     ]
     others = [n for n in table.column_names if n not in floats]
-    encoding = weights_encoding or WEIGHTS_ENCODING
-    options = {"compression": COMPRESSION, "row_group_size": per_group, "use_dictionary": others,
-               "write_statistics": others,
-               "column_encoding": {f"{n}.list.element": encoding for n in floats}}  # fmt: skip
+
+    def encode(part: pa.Table, encoding: str) -> pa.Buffer:
+        sink = pa.BufferOutputStream()
+        pq.write_table(part, sink, compression=COMPRESSION, row_group_size=per_group,
+                       use_dictionary=others, write_statistics=others,
+                       column_encoding={f"{n}.list.element": encoding for n in floats})  # fmt: skip
+        return sink.getvalue()
+
+    trials = [weights_encoding] if weights_encoding or not floats else WEIGHTS_ENCODINGS
     paths = []
     for i in range(count):
         part = table.slice(i * per_file, per_file)
+        sample = part.slice(0, per_group)
+        best = min(trials, key=lambda e: encode(sample, e).size) if len(trials) > 1 else trials[0]
         rel = data_file(config, split, i, count)
-        sink = pa.BufferOutputStream()
-        pq.write_table(part, sink, **options)
-        atomic_write_bytes(folder / rel, sink.getvalue().to_pybytes())
+        atomic_write_bytes(folder / rel, encode(part, best or "PLAIN").to_pybytes())
         paths.append(rel)
     return paths
 
@@ -244,7 +254,8 @@ def build_dataset(recipe: Recipe, out_dir: str | Path) -> Path:
     layouts = {name: s["rows"].layout.to_dict() for name, s in summary.items()}
     atomic_write_bytes(folder / "layout.json", json.dumps(layouts, indent=1).encode())
     atomic_write_bytes(folder / "recipe.yaml", recipe.to_yaml().encode())
-    atomic_write_bytes(folder / "README.md", render_card(recipe, summary, folder).encode())
+    card = render_card(recipe, summary, folder, column_docs=LANDSCAPE_DOCS)
+    atomic_write_bytes(folder / "README.md", card.encode())
     return folder
 
 

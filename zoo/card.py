@@ -1,16 +1,32 @@
-"""The dataset card: YAML header (configs, features, license, tags) and prose made from the zoo."""
+"""The dataset card: YAML header (configs, features, splits, license, tags) and prose made from
+the zoo itself, filled into ``cards/dataset_card.md``.
+
+The header is what the Hub and ``datasets`` read: ``configs`` (data files per config and
+split), ``dataset_info`` (features with ``weights`` as a fixed-length float32 list, every
+metadata column typed, split sizes), license, tags and size category. ``huggingface_hub``'s
+``DatasetCard`` parses it when the card is rendered, so a card that would not load is never
+written.
+"""
 
 from __future__ import annotations
 
+import re
 import string
+from collections import Counter
 from pathlib import Path
 
 import datasets
+import pyarrow.parquet as pq
 import yaml
+from huggingface_hub import DatasetCard
 
 from . import SCHEMA_VERSION, __version__
+from .errors import BuildError
+from .ids import split_of
 
 TEMPLATE = Path(__file__).parent / "cards" / "dataset_card.md"
+REPO_PLACEHOLDER = "<user>/<name>"  # `zoo push` writes the repo id in its place
+TAGS = ["weight-space-learning", "model-zoo", "neural-network-weights", "zoo"]
 
 COLUMN_DOCS = {
     "checkpoint_id": "`<run_id>-e<epoch>`: one row per checkpoint",
@@ -27,12 +43,36 @@ COLUMN_DOCS = {
     "gen_gap_loss": "test_loss − train_loss",
     "gen_gap_acc": "train_acc − test_acc",
     "seed": "the run's seed (init and data order derive from it)",
+    "phase": "phase label of the run's grid cell at this epoch (see Estimator settings)",
     "weights": "all parameters as one float32 vector (see layout.json)",
 }
 
+# Works whose setups an architecture or a landscape metric follows: cited when used.
+ARCH_CITATIONS = {
+    "cnn_s": "Schürholt, Taskiran, Knyazev, Giró-i-Nieto, Borth. Model Zoos: A Dataset of "
+    "Diverse Populations of Neural Network Models. NeurIPS Datasets and Benchmarks, 2022.",
+    "cnn_small": "Unterthiner, Keysers, Gelly, Bousquet, Tolstikhin. Predicting Neural Network "
+    "Accuracy from Weights. arXiv:2002.11448, 2020.",
+}
+METRIC_CITATIONS = {
+    "hessian": "Yao, Gholami, Keutzer, Mahoney. PyHessian: Neural Networks Through the Lens of "
+    "the Hessian. IEEE Big Data, 2020.",
+    "weights": "Martin, Mahoney. Implicit Self-Regularization in Deep Neural Networks: Evidence "
+    "from Random Matrix Theory and Implications for Learning. JMLR 22(165), 2021.",
+    "cka": "Kornblith, Norouzi, Lee, Hinton. Similarity of Neural Network Representations "
+    "Revisited. ICML, 2019.",
+    "bezier": "Garipov, Izmailov, Podoprikhin, Vetrov, Wilson. Loss Surfaces, Mode "
+    "Connectivity, and Fast Ensembling of DNNs. NeurIPS, 2018.",
+    "barrier": "Frankle, Dziugaite, Roy, Carbin. Linear Mode Connectivity and the Lottery "
+    "Ticket Hypothesis. ICML, 2020.",
+    "phase": "Yang, Hodgkinson, Theisen, Zou, Gonzalez, Ramchandran, Mahoney. Taxonomizing "
+    "Local versus Global Structure in Neural Network Loss Landscapes. NeurIPS, 2021.",
+}
 
-def yaml_header(recipe, summary: dict) -> dict:
-    """The card's YAML: configs with data_files per split, features per config, metadata."""
+
+def yaml_header(recipe, summary: dict, folder: Path | None = None) -> dict:
+    """The card's YAML: configs with data_files per split, features and split sizes per config,
+    license, tags, size category."""
     configs, infos = [], []
     for i, (name, part) in enumerate(summary.items()):
         files = [
@@ -43,110 +83,294 @@ def yaml_header(recipe, summary: dict) -> dict:
         if i == 0:
             entry["default"] = True
         configs.append(entry)
-        features = datasets.Features.from_arrow_schema(part["table"].schema)
-        infos.append(datasets.DatasetInfo(features=features, config_name=name)._to_yaml_dict())
+        infos.append(_dataset_info(recipe, name, part, folder))
     n_rows = sum(p["table"].num_rows for p in summary.values())
     return {
         "configs": configs,
         "dataset_info": infos,
         "license": recipe.resolved["output"]["license"],
-        "tags": ["weight-space-learning", "model-zoo", "zoo"],
+        "tags": TAGS,
         "size_categories": [_size_category(n_rows)],
         "pretty_name": recipe.name,
     }
 
 
+def _dataset_info(recipe, name: str, part: dict, folder: Path | None) -> dict:
+    table = part["table"]
+    features = datasets.Features.from_arrow_schema(table.schema)
+    fractions = recipe.resolved["output"]["splits"]
+    by_split = [split_of(r, fractions) for r in table["run_id"].to_pylist()]
+    has_weights = "weights" in table.column_names
+    meta = table.drop_columns(["weights"]) if has_weights else table  # cheap to filter
+    row_weight_bytes = table["weights"].nbytes // max(1, table.num_rows) if has_weights else 0
+    splits = datasets.SplitDict()
+    for split in sorted(part["files"]):
+        mask = [s == split for s in by_split]
+        n = part["counts"][split]
+        num_bytes = meta.filter(mask).nbytes + n * row_weight_bytes
+        splits.add(datasets.SplitInfo(name=split, num_bytes=num_bytes, num_examples=n))
+    info = datasets.DatasetInfo(features=features, config_name=name, splits=splits)
+    info.dataset_size = sum(s.num_bytes for s in splits.values())
+    if folder is not None:
+        info.download_size = sum(_file_bytes(folder, part["files"]).values())
+    return info._to_yaml_dict()
+
+
+def _file_bytes(folder: Path, files: dict[str, list[str]]) -> dict[str, int]:
+    """Bytes on disk of each split's Parquet files (0 where not written yet)."""
+    sizes = {}
+    for split, paths in files.items():
+        sizes[split] = sum((folder / p).stat().st_size for p in paths if (folder / p).exists())
+    return sizes
+
+
+SIZE_CATEGORIES = [
+    (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (10**6, "100K<n<1M"),
+    (10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B"),
+    (10**11, "10B<n<100B"), (10**12, "100B<n<1T"),
+]  # fmt: skip
+
+
 def _size_category(n: int) -> str:
-    for limit, label in [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")]:
+    """The Hub's ``size_categories`` label of ``n`` rows."""
+    for limit, label in SIZE_CATEGORIES:
         if n < limit:
             return label
-    return "100K<n<1M" if n < 1_000_000 else "n>1M"
+    return "n>1T"
 
 
 def _md_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table; a ``|`` inside a cell is escaped so it does not split the cell."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _columns_table(table) -> str:
+def _columns_table(table, column_docs: dict[str, str] | None = None) -> str:
+    docs = {**COLUMN_DOCS, **(column_docs or {})}
     rows = []
     for field in table.schema:
-        doc = COLUMN_DOCS.get(field.name, "")
-        if "__" in field.name:
+        doc = docs.get(field.name, "")
+        if "__" in field.name and field.name not in (column_docs or {}):
             section, key = field.name.split("__", 1)
             doc = f"recipe `{section}.{key}` of the run"
         rows.append([f"`{field.name}`", f"`{field.type}`", doc])
     return _md_table(["column", "type", "meaning"], rows)
 
 
-def load_snippet(name: str, repo: str = "path/to/dataset") -> str:
+def load_snippet(name: str, split: str, repo: str = REPO_PLACEHOLDER) -> str:
+    """The "How to load" code of the card (run by the tests, on a folder and on a Hub repo)."""
     return (
         "import datasets, zoo\n\n"
-        f'ds = datasets.load_dataset("{repo}", "{name}", split="train")\n'
-        'weights = ds.with_format("torch")["weights"]        # (N, P) float32\n'
-        'layout = zoo.load_layout("' + repo + '", "' + name + '")\n'
-        "net = zoo.to_module(ds[0], layout)                 # a torch.nn.Module"
+        f'ds, layout = zoo.load("{repo}", "{name}", split="{split}")  # torch format + Layout\n'
+        'weights = ds["weights"][:]                    # (N, P) float32 tensor\n'
+        "net = zoo.to_module(ds[0], layout)            # a working torch.nn.Module\n"
+        "batches = zoo.iter_weights(ds, batch_size=256)  # (256, P) tensors, memmap-fast\n\n"
+        "# plain `datasets`, streamed: rows as dicts (ids, hyperparameters, metrics, weights)\n"
+        f'stream = datasets.load_dataset("{repo}", "{name}", split="{split}", streaming=True)\n'
+        "row = next(iter(stream))"
     )
 
 
-def render_card(recipe, summary: dict, folder: Path) -> str:
-    """Fill ``cards/dataset_card.md`` from the recipe and the built tables."""
-    first_name, first = next(iter(summary.items()))
-    table, layout = first["table"], first["rows"].layout
-    res = recipe.resolved
+def _counts(summary: dict) -> str:
+    """Rows per status (and per phase, where a ``phase`` column exists) of each config."""
+    parts = []
+    for column in ("status", "phase"):
+        per = {
+            name: Counter("null" if v is None else str(v) for v in p["table"][column].to_pylist())
+            for name, p in summary.items()
+            if column in p["table"].column_names
+        }
+        if not per:
+            continue
+        values = sorted({v for counts in per.values() for v in counts})
+        rows = [[f"`{name}`", *(c.get(v, 0) for v in values)] for name, c in per.items()]
+        note = (
+            " (null: checkpoints not annotated)" if column == "phase" and "null" in values else ""
+        )
+        parts.append(f"Rows per {column}{note}:\n\n" + _md_table(["config", *values], rows))
+    return "\n\n".join(parts)
+
+
+def _figures(folder: Path) -> str:
+    images = sorted((folder / "images").glob("*.png"))
+    if not images:
+        return ""
+    links = "\n\n".join(f"![{p.stem}](images/{p.name})" for p in images)
+    return "## Figures\n\n" + links
+
+
+def _estimators(res: dict) -> str:
+    settings = res.get("landscape") or {}
+    if not settings.get("metrics"):
+        return ""
+    text = yaml.safe_dump(settings, sort_keys=False).strip()
+    return (
+        "## Estimator settings\n\nThe landscape columns were computed with these settings "
+        "(the recipe's `landscape:` section, defaults resolved):\n\n```yaml\n" + text + "\n```"
+    )
+
+
+def _citations(res: dict) -> str:
+    items = list(res.get("citations") or [])
+    arches = {res["model"]["arch"], *res["grid"].get("model.arch", [])}
+    items += [ARCH_CITATIONS[a] for a in sorted(arches) if a in ARCH_CITATIONS]
+    metrics = (res.get("landscape") or {}).get("metrics") or []
+    items += [METRIC_CITATIONS[m] for m in metrics if m in METRIC_CITATIONS]
+    if not items:
+        return ""
+    return "## Citations\n\nThis zoo follows the setups of:\n\n" + "\n".join(
+        f"- {c}" for c in items
+    )
+
+
+def _trained(res: dict) -> str:
+    """What was trained and why, in one paragraph made from the recipe."""
     grid = res["grid"]
-    n_runs = len(set().union(*(set(p["table"]["run_id"].to_pylist()) for p in summary.values())))
-    status = {}
-    for p in summary.values():
-        for s in p["table"]["status"].to_pylist():
-            status[s] = status.get(s, 0) + 1
-    values = {
-        "yaml_header": yaml.safe_dump(yaml_header(recipe, summary), sort_keys=False).strip(),
+
+    def val(section: str, key: str) -> str:  # a grid key reads "one of [...]"
+        dotted = f"{section}.{key}"
+        return f"one of {grid[dotted]}" if dotted in grid else str(res[section].get(key))
+
+    m = res["model"]
+    model = ", ".join(f"{k} {val('model', k)}" for k in m if k != "arch")
+    varies = ", ".join(f"`{k}`" for k in grid) or "only the seed"
+    return (
+        f"Every run trains a `{val('model', 'arch')}` network ({model}) on "
+        f"`{val('task', 'name')}`, initialized with `{val('init', 'scheme')}` (scale "
+        f"{val('init', 'scale')}), with `{val('train', 'optimizer')}` at learning rate "
+        f"{val('train', 'lr')}, batch size {val('train', 'batch_size')}, for "
+        f"{val('train', 'epochs')} epochs. The grid varies {varies}, and each grid cell is "
+        f"trained with {res['seeds']} seeds, so that the effect of each setting on the weights "
+        "can be told apart from seed noise."
+    )
+
+
+def _files_table(summary: dict, folder: Path) -> str:
+    rows = []
+    for name, part in summary.items():
+        sizes = _file_bytes(folder, part["files"])
+        for split, paths in part["files"].items():
+            encodings = sorted({_weights_encoding(folder / p) for p in paths} - {None})
+            rows.append([f"`{name}`", split, part["counts"][split], len(paths),
+                         _mb(sizes[split]), ", ".join(encodings)])  # fmt: skip
+    return _md_table(["config", "split", "rows", "files", "size", "weights encoding"], rows)
+
+
+def _weights_encoding(path: Path) -> str | None:
+    """How a Parquet file encodes its ``weights`` (``BYTE_STREAM_SPLIT`` or ``PLAIN``)."""
+    if not path.exists():
+        return None
+    meta = pq.ParquetFile(path).metadata
+    for i in range(meta.num_columns):
+        column = meta.row_group(0).column(i) if meta.num_row_groups else None
+        if column is not None and column.path_in_schema.startswith("weights."):
+            return "BYTE_STREAM_SPLIT" if "BYTE_STREAM_SPLIT" in column.encodings else "PLAIN"
+    return None
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.2f} MB" if n < 2**30 else f"{n / 2**30:.2f} GB"
+
+
+def _layout_table(layout) -> str:
+    rows = [[f"`{n}`", list(s), o] for n, s, o in
+            zip(layout.names, layout.shapes, layout.offsets, strict=True)]  # fmt: skip
+    return _md_table(["parameter", "shape", "offset"], rows)
+
+
+def _load_split(part: dict) -> str:
+    return "train" if "train" in part["files"] else sorted(part["files"])[0]
+
+
+def render_card(
+    recipe, summary: dict, folder: Path, column_docs: dict[str, str] | None = None
+) -> str:
+    """Fill ``cards/dataset_card.md`` from the recipe, the built tables and the folder.
+
+    Args:
+        recipe: the zoo's :class:`~zoo.recipe.Recipe`.
+        summary: config name -> ``{"rows", "table", "files", "counts"}`` as built by
+            :func:`zoo.build.build_dataset` (Parquet files already written under ``folder``).
+        folder: the dataset folder; its ``images/*.png`` become the Figures section.
+        column_docs: column -> meaning, merged over the built-in descriptions.
+    Returns:
+        the card's text; ``huggingface_hub.DatasetCard`` has parsed its header.
+    """
+    folder = Path(folder)
+    values = {**_overview(recipe, summary, folder), **_sections(recipe, summary, folder)}
+    first = next(iter(summary.values()))
+    values["columns_table"] = _columns_table(first["table"], column_docs)
+    text = string.Template(TEMPLATE.read_text()).substitute(values)
+    text = re.sub(r"\n{3,}", "\n\n", text)  # sections left empty leave no gaps
+    check_card(text, list(summary))
+    return text
+
+
+def _overview(recipe, summary: dict, folder: Path) -> dict:
+    """The header and the overview table's values."""
+    res = recipe.resolved
+    tables = [p["table"] for p in summary.values()]
+    n_runs = len(set().union(*(set(t["run_id"].to_pylist()) for t in tables)))
+    status = Counter(s for t in tables for s in t["status"].to_pylist())
+    total = sum(sum(_file_bytes(folder, p["files"]).values()) for p in summary.values())
+    raw = sum(p["table"].num_rows * p["rows"].layout.num_params * 4 for p in summary.values())
+    header = yaml_header(recipe, summary, folder)
+    return {
+        "yaml_header": yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(),
         "pretty_name": recipe.name,
         "description": res.get("description") or "",
         "n_runs": n_runs,
-        "n_rows": sum(p["table"].num_rows for p in summary.values()),
+        "n_rows": sum(t.num_rows for t in tables),
         "n_cells": max(1, n_runs // res["seeds"]),
         "seeds": res["seeds"],
-        "epochs": ", ".join(map(str, sorted(set(table["epoch"].to_pylist())))),
+        "epochs": ", ".join(map(str, sorted(set(tables[0]["epoch"].to_pylist())))),
         "config_list": ", ".join(
             f"`{n}` ({p['rows'].layout.num_params:,} parameters)" for n, p in summary.items()
-        ),  # fmt: skip
+        ),
         "task": f"`{res['task']['name']}`",
         "status_counts": ", ".join(f"{k}: {v}" for k, v in sorted(status.items())),
+        "size": f"{_mb(total)} of Parquet ({total / max(1, raw):.2f} × the raw float32 weights)",
         "zoo_version": __version__,
         "schema_version": SCHEMA_VERSION,
-        "grid_table": _md_table(["recipe key", "values"], [[f"`{k}`", v] for k, v in grid.items()])
+    }
+
+
+def _sections(recipe, summary: dict, folder: Path) -> dict:
+    """The values of the card's sections below the overview."""
+    from .build import FILE_BYTES, ROW_GROUP_BYTES  # build imports this module
+
+    res = recipe.resolved
+    first_name, first = next(iter(summary.items()))
+    grid = [[f"`{k}`", v] for k, v in res["grid"].items()]
+    fixed = {s: res[s] for s in ("task", "model", "init", "train")}
+    return {
+        "trained": _trained(res),
+        "grid_table": _md_table(["recipe key", "values"], grid)
         if grid
         else "Only the seed varies.",
-        "fixed_yaml": yaml.safe_dump(
-            {s: res[s] for s in ("task", "model", "init", "train")}, sort_keys=False
-        ).strip(),
-        "load_snippet": load_snippet(first_name),
-        "layout_table": _md_table(
-            ["parameter", "shape", "offset"],
-            [
-                [f"`{n}`", list(s), o]
-                for n, s, o in zip(layout.names, layout.shapes, layout.offsets, strict=True)
-            ],
-        ),
+        "fixed_yaml": yaml.safe_dump(fixed, sort_keys=False).strip(),
+        "counts": _counts(summary),
+        "figures": _figures(folder),
+        "load_snippet": load_snippet(first_name, _load_split(first)),
+        "layout_table": _layout_table(first["rows"].layout),
         "split_fractions": ", ".join(f"{k} {v:g}" for k, v in res["output"]["splits"].items()),
-        "files_table": _md_table(
-            ["config", "split", "rows", "files"],
-            [
-                [n, s, p["counts"][s], len(p["files"][s])]
-                for n, p in summary.items()
-                for s in p["files"]
-            ],
-        ),
-        "columns_table": _columns_table(table),
-        "citations": _citations(res.get("citations") or []),
+        "files_table": _files_table(summary, folder),
+        "parquet_limits": f"row groups of at most {ROW_GROUP_BYTES // 2**20} MB and files of at "
+        f"most {FILE_BYTES // 2**20} MB (uncompressed)",
+        "estimators": _estimators(res),
+        "citations": _citations(res),
     }
-    return string.Template(TEMPLATE.read_text()).substitute(values)
 
 
-def _citations(items: list[str]) -> str:
-    if not items:
-        return ""
-    return "## Citations\n\nThis zoo follows the setup of:\n\n" + "\n".join(f"- {c}" for c in items)
+def check_card(text: str, configs: list[str]) -> DatasetCard:
+    """Parse a card as the Hub does (``huggingface_hub.DatasetCard``) and check that its header
+    names every config; raise :class:`BuildError` otherwise."""
+    try:
+        card = DatasetCard(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise BuildError(f"the dataset card's YAML header does not parse: {err}") from err
+    named = [c["config_name"] for c in card.data.to_dict().get("configs", [])]
+    if named != configs:
+        raise BuildError(f"the dataset card names configs {named}, the build wrote {configs}")
+    return card

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -15,10 +16,10 @@ from rich.table import Table
 
 from . import __version__, pipeline
 from .build import build_dataset
-from .dist import ExecOptions
+from .dist import ExecOptions, JsonLog, StageBar, StageLog, with_cluster_config
 from .errors import ZooError
 from .recipe import Recipe, load_recipe
-from .store import Manifest
+from .store import Manifest, is_remote, store_location
 
 app = typer.Typer(
     help=(
@@ -47,6 +48,30 @@ SchedulerOpt = Annotated[
     str | None, typer.Option(help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu or cuda.")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(help="Torch threads per worker (default: the recipe's, 1).")
+]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="local (a LocalCluster here), slurm or pbs (worker jobs via dask-jobqueue, "
+        "the `cluster` extra). Default: the recipe's execution.cluster.kind."
+    ),
+]
+ClusterConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="YAML file of execution.cluster keys (queue, cores, memory, walltime, job_extra, "
+        "prologue, adaptive: {minimum, maximum}, …) overriding the recipe's."
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bar (batch jobs); errors still print.")
+]
+JsonLogOpt = Annotated[
+    Path | None,
+    typer.Option(help="Append one JSON object per event (start, done, failed, end) to this file."),
+]
 
 
 def _fail(err: ZooError) -> None:
@@ -61,32 +86,40 @@ def _load(recipe: Path, overrides: list[str] | None) -> Recipe:
         _fail(err)
 
 
-def _options(recipe: Recipe, workers, scheduler, device) -> ExecOptions:
+def _options(
+    recipe: Recipe, workers, scheduler, device, threads_per_worker=None, cluster=None,
+    cluster_config=None,
+) -> ExecOptions:  # fmt: skip
+    execution = recipe.execution
+    if cluster_config is not None:
+        execution = with_cluster_config(execution, cluster_config)
     return ExecOptions.from_recipe(
-        recipe.execution, workers=workers, scheduler=scheduler, device=device
-    )
+        execution, workers=workers, scheduler=scheduler, device=device, cluster=cluster,
+        threads_per_worker=threads_per_worker, dashboard=True,
+    )  # fmt: skip
 
 
-def _train(recipe: Recipe, options: ExecOptions):
+def _train(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
+    """Train with a progress bar (unless quiet; failures are summarized at the end either way)
+    and a JSON event log; Ctrl-C or SIGTERM stops the workers and exits with 130."""
     plan = pipeline.plan(recipe)
-    columns = [TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("batches · {task.fields[models]} models · {task.fields[failed]} failed"),
-               TimeRemainingColumn()]  # fmt: skip
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task("train", total=len(plan.batches), models=0, failed=0)
-        counts = Counter()
-
-        def progress(event, batch, error):
-            counts[event] += 1
-            counts["models"] += len(batch.runs) if event == "done" else 0
-            bar.update(task, advance=1, models=counts["models"], failed=counts["failed"])
-            if error:
-                console.print(f"[red]batch {batch.batch_id} failed:[/] {error.splitlines()[-1]}")
-
-        summary = pipeline.train(recipe, options, progress)
-        bar.update(task, completed=len(plan.batches))
-    if summary.skipped:
-        console.print(f"{len(summary.skipped)} batches were already done (resumed).")
+    log = StageLog("train", plan.batches)
+    with contextlib.ExitStack() as stack:
+        if json_log is not None:
+            log.listeners.append(stack.enter_context(contextlib.closing(JsonLog(json_log))))
+        if not quiet:
+            log.listeners.append(stack.enter_context(StageBar(console, "train", len(plan.batches))))
+        try:
+            summary = pipeline.train(recipe, options, log, on_start=log.start)
+        except KeyboardInterrupt:
+            log.end(None, interrupted=True)
+            stack.close()
+            console.print(
+                f"[yellow]interrupted[/] after {log.done} new batches; finished batches are "
+                "saved: run the same command again to do the rest"
+            )
+            raise typer.Exit(code=130) from None
+        log.end(summary)
     return summary
 
 
@@ -94,22 +127,28 @@ def _train(recipe: Recipe, options: ExecOptions):
 def run(
     recipe: RecipeArg, set: SetOpt = None, workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None, device: DeviceOpt = None,
+    threads_per_worker: ThreadsOpt = None, cluster: ClusterOpt = None,
+    cluster_config: ClusterConfigOpt = None, quiet: QuietOpt = False, json_log: JsonLogOpt = None,
 ):  # fmt: skip
     """Train every run of a recipe and build its dataset folder (resumable).
 
     Runs only what the output folder does not hold yet, so an interrupted run continues where
     it stopped. Example: zoo run pipelines/quickstart.yaml --set seeds=8
+    On SLURM: zoo run RECIPE --cluster slurm --cluster-config slurm.yaml --quiet
     """
     rec = _load(recipe, set)
     try:
-        summary = _train(rec, _options(rec, workers, scheduler, device))
+        opts = _options(rec, workers, scheduler, device, threads_per_worker, cluster,
+                        cluster_config)  # fmt: skip
+        summary = _train(rec, opts, quiet, json_log)
         pipeline.raise_for_failures(summary, rec)
         if rec.resolved["landscape"]["metrics"]:
-            _landscape(rec, _options(rec, workers, scheduler, device))
+            _landscape(rec, opts)
         folder = build_dataset(rec, rec.out_dir)
     except ZooError as err:
         _fail(err)
-    _print_inspect(rec.out_dir)
+    if not is_remote(rec.out_dir):  # the summary table reads the folder with `datasets`
+        _print_inspect(Path(store_location(rec.out_dir)))
     console.print(f"\n[green]dataset:[/] {folder}\n  datasets.load_dataset({str(folder)!r})")
 
 
@@ -117,14 +156,19 @@ def run(
 def train(
     recipe: RecipeArg, set: SetOpt = None, workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None, device: DeviceOpt = None,
+    threads_per_worker: ThreadsOpt = None, cluster: ClusterOpt = None,
+    cluster_config: ClusterConfigOpt = None, quiet: QuietOpt = False, json_log: JsonLogOpt = None,
 ):  # fmt: skip
     """Train the runs of a recipe into the store (shards + manifest); no dataset is built.
 
     Example: zoo train pipelines/quickstart.yaml --workers 2
+    On an existing Dask cluster: zoo train RECIPE --scheduler tcp://host:8786 --json-log log.jsonl
     """
     rec = _load(recipe, set)
     try:
-        summary = _train(rec, _options(rec, workers, scheduler, device))
+        opts = _options(rec, workers, scheduler, device, threads_per_worker, cluster,
+                        cluster_config)  # fmt: skip
+        summary = _train(rec, opts, quiet, json_log)
         pipeline.raise_for_failures(summary, rec)
     except ZooError as err:
         _fail(err)
@@ -319,7 +363,196 @@ def plot(
         print_out(str(path))
 
 
+@app.command("evaluate-generator")
+def evaluate_generator(
+    zoo_folder: Annotated[Path, typer.Argument(help="A built zoo dataset folder (OUT/dataset).")],
+    generated: Annotated[
+        Path, typer.Argument(help="Generated weights: Parquet (a `weights` column) or safetensors.")
+    ],
+    config: Annotated[str | None, typer.Option(help="Architecture config of the zoo.")] = None,
+    replica_threshold: Annotated[
+        float, typer.Option(help="Novelty at or below this is a near-replica.")
+    ] = 0.05,
+    candidates: Annotated[int, typer.Option(help="Checkpoints aligned per model.")] = 5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    plot_out: Annotated[Path | None, typer.Option("--plot", help="Write the scatter PNG.")] = None,
+):
+    """Score generated weights against the zoo and three baselines (noise, average, gaussian).
+
+    Reports test accuracy, novelty (distance to the nearest training checkpoint after
+    alignment), prediction agreement and error-set IoU with that checkpoint, the share of
+    near-replicas, and diversity. Example:
+    zoo evaluate-generator out/zoo/dataset samples.parquet --json report.json --plot novelty.png
+    """
+    from . import generators as g
+
+    try:
+        ref = g.load_reference(zoo_folder, config)
+        weights = g.read_generated(generated, ref.layout)
+        settings = g.EvalSettings(replica_threshold=replica_threshold, candidates=candidates)
+        results = g.evaluate(weights, ref, settings)
+    except ZooError as err:
+        _fail(err)
+    rep = g.report(results, settings)
+    table = Table(title=f"{len(weights)} generated models vs baselines")
+    cols = ("source", "models", "test_acc_mean", "test_acc_max", "novelty_median",
+            "replica_share", "agreement_mean", "error_iou_mean", "diversity")  # fmt: skip
+    for col in cols:
+        table.add_column(col)
+    for row in rep["summary"]:
+        cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols]
+        table.add_row(*cells)
+    Console().print(table)
+    if json_out:
+        json_out.write_text(json.dumps(rep, indent=1))
+        print_out(f"report: {json_out}")
+    if plot_out:
+        print_out(f"plot: {g.plot_scatter(results, plot_out)}")
+
+
 @app.command()
 def version():
     """Print the zoo version."""
     print(__version__)
+
+
+def _learn_table(report) -> Table:
+    table = Table(title=f"zoo learn {report.folder} ({report.config}): test-split scores")
+    for col in ("target", "model", "augment", "R²", "Kendall τ", "acc", "train/test"):
+        table.add_column(col, overflow="fold")
+
+    def fmt(value, std=None):
+        if value is None:
+            return "–"
+        return f"{value:.3f}" + (f"±{std:.3f}" if std is not None else "")
+
+    for s in report.scores:
+        table.add_row(s.target, s.model, s.augmentation, fmt(s.r2, s.r2_std),
+                      fmt(s.tau, s.tau_std), fmt(s.accuracy),
+                      f"{s.n_train}/{s.n_test}")  # fmt: skip
+    return table
+
+
+@app.command()
+def learn(
+    out: OutArg,
+    target: Annotated[list[str] | None, typer.Option(
+        help="Column to predict (repeatable); 'all' = test_acc, gen_gap_acc, epoch.")] = None,
+    config: Annotated[str | None, typer.Option(
+        help="The zoo's config (architecture); needed when it has several.")] = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Where to write the scores as JSON (default OUT/learn.json).")] = None,
+    augment: Annotated[list[str] | None, typer.Option(
+        help="Augmentation set for the weight-space nets (repeatable): none, permute, "
+             "sign_flip, rescale, noise, dropout, erase, prune, mixup, mixup_aligned, default.")
+    ] = None,
+    nets: Annotated[bool, typer.Option(help="Train the weight-space nets (MLP, DeepSets).")] = True,
+    epochs: Annotated[int, typer.Option(help="Epochs per weight-space net.")] = 60,
+    repeats: Annotated[int, typer.Option(help="Seeds per weight-space net (mean ± std).")] = 1,
+    seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
+):  # fmt: skip
+    """Downstream baselines on a built zoo: predict TARGET from weights, split by run.
+
+    Weight statistics -> ridge and boosted trees; the phase label (if the zoo has one); an MLP
+    on flat weights and a DeepSets net over neurons, without and with each augmentation.
+    Prints R², Kendall τ (accuracy for phase) on the test split and writes JSON.
+    Example: zoo learn out/quickstart --target test_acc --target epoch --repeats 3
+    """
+    from . import learn as baselines
+    from .store import atomic_write_bytes
+
+    targets = list(baselines.TARGETS) if target in (["all"],) else (target or ["test_acc"])
+    sets = augment or list(baselines.DEFAULT_AUGMENTATIONS)
+    kinds = baselines.NETS if nets else ()
+    columns = [TextColumn("[bold]learn[/]"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[last]}"), TimeRemainingColumn()]  # fmt: skip
+    try:
+        layout = baselines.load_layout(baselines.dataset_folder(out), config)
+        per_target = [a for a in sets if a in baselines.augmentation_sets(layout, "t")]
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("nets", total=len(per_target) * len(kinds) * len(targets), last="")
+            report = baselines.learn(
+                out, targets, config=config, nets=kinds, augmentations=sets, epochs=epochs,
+                repeats=repeats, seed=seed,
+                progress=lambda label: bar.update(task, advance=1, last=label),
+            )  # fmt: skip
+    except ZooError as err:
+        _fail(err)
+    Console().print(_learn_table(report))
+    for note in report.notes:
+        print_out(f"[yellow]note:[/] {note}")
+    path = json_path or out / "learn.json"
+    atomic_write_bytes(path, json.dumps(report.to_dict(), indent=1).encode())
+    print_out(f"scores: {path}")
+
+
+@app.command()
+def push(
+    out: OutArg,
+    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub dataset repo: user/name.")],
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    revision: Annotated[
+        str | None, typer.Option(help="Branch to push to (created if missing); default main.")
+    ] = None,
+    message: Annotated[str | None, typer.Option(help="Commit message.")] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="Tag of this version; default v<zoo version>-<n>.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show what would change; touch nothing.")] = False,
+):
+    """Publish a built zoo as a Hugging Face dataset repo; upload only what changed.
+
+    Creates the repo if needed, uploads new or changed files (a grown zoo sends its new shards,
+    card and layout), deletes data files the build no longer has, and tags the version. The
+    token comes from HF_TOKEN or `hf auth login` and is never printed. Interrupted? Run the same
+    command again. Example: zoo push out/quickstart --repo-id alice/quickstart-zoo
+    """
+    from .hub import push as push_zoo
+
+    with Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                  console=console, transient=True) as bar:  # fmt: skip
+        tasks = {}
+
+        def progress(stage, done, total):
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        try:
+            result = push_zoo(out, repo_id, private=private, revision=revision, message=message,
+                              tag=tag, dry_run=dry_run, progress=progress)  # fmt: skip
+        except ZooError as err:
+            _fail(err)
+    plan = result.plan
+    verb = "would upload" if dry_run else "uploaded"
+    print_out(f"{verb} {len(plan.upload)} file(s) ({result.upload_bytes / 2**20:.1f} MiB), "
+              f"{'would delete' if dry_run else 'deleted'} {len(plan.delete)}, "
+              f"{len(plan.unchanged)} unchanged")  # fmt: skip
+    for path in plan.upload if dry_run else ():
+        print_out(f"  + {path}")
+    for path in plan.delete if dry_run else ():
+        print_out(f"  - {path}")
+    if result.tag:
+        print_out(f"tagged {result.tag}")
+    print_out(f"[green]{escape(result.url)}[/]\n  zoo.load({repo_id!r})")
+
+
+@app.command()
+def pull(
+    repo_id: Annotated[str, typer.Argument(help="Hub dataset repo: user/name.")],
+    local_dir: Annotated[
+        Path | None, typer.Option(help="Where to put it; default ./<name>.")
+    ] = None,
+    revision: Annotated[str | None, typer.Option(help="Branch, tag or commit.")] = None,
+):
+    """Download a zoo from the Hub for offline use (resumable).
+
+    Example: zoo pull alice/quickstart-zoo --local-dir zoos/quickstart
+    """
+    from .hub import pull as pull_zoo
+
+    try:
+        folder = pull_zoo(repo_id, local_dir, revision=revision)
+    except ZooError as err:
+        _fail(err)
+    print_out(f"{folder}\n  zoo.load({str(folder)!r})")

@@ -48,3 +48,17 @@ class BuildError(ZooError, ValueError):
 
 class DistError(ZooError, RuntimeError):
     """Some population batches failed on the cluster; the message lists them and how to retry."""
+
+
+class AugmentError(ZooError, ValueError):
+    """A weight-space transform cannot apply: not a symmetry of the layout's activation, a
+    setting out of range, or a column the batch does not have."""
+
+
+class HubError(ZooError, RuntimeError):
+    """Publishing to or loading from the Hugging Face Hub failed: no or a refused token, a repo
+    that holds another dataset, or a network failure (the message says how to resume)."""
+
+
+class GeneratorError(ZooError, ValueError):
+    """Generated weights that cannot be evaluated (wrong layout, NaN, unreadable file)."""

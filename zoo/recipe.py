@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from .errors import RecipeError
 from .ids import run_id as make_run_id
 from .ids import short_hash
+from .sampling import checkpoint_epochs, distribution_problems, sample_points, space_size
 
 SECTIONS = ("task", "model", "init", "train")
 
@@ -33,7 +35,8 @@ def recipe_schema() -> dict:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run: the base config with one grid point and one seed applied, fully resolved."""
+    """One run: the base config with one grid point (and sampled point) and one seed applied,
+    fully resolved. ``grid_point`` holds the values the grid and the sample set."""
 
     run_id: str
     cell_id: str  # same for runs that differ only by seed
@@ -156,7 +159,12 @@ def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
     """Validate a recipe dict and fill its defaults (see :func:`load_recipe`)."""
     problems = schema_problems(data)
     if not problems:
-        problems = applicability_problems(data) + grid_problems(data) + consistency_problems(data)
+        problems = (
+            applicability_problems(data)
+            + grid_problems(data)
+            + sample_problems(data)
+            + consistency_problems(data)
+        )
     if problems:
         raise RecipeError(source, problems)
     resolved = fill_defaults(data)
@@ -179,10 +187,15 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: {error.message}"
     if kind == "type":
         return f"{where}: expected {schema['type']}, got {value!r} ({type(value).__name__})"
-    if kind == "pattern" and where == "grid":
+    if kind == "pattern" and where in ("grid", "sample.params"):
         return (
-            f"grid: key {value!r} is not a dotted path into task, model, init or train "
+            f"{where}: key {value!r} is not a dotted path into task, model, init or train "
             f"(e.g. 'train.lr', 'model.width')"
+        )
+    if kind == "oneOf" and where.startswith("sample.params."):
+        return (
+            f"{where}: {value!r} is not a distribution; use one of {{choice: [v, ...]}}, "
+            "{uniform: [low, high]}, {log_uniform: [low, high]} or {int: [low, high]}"
         )
     return f"{where}: {error.message}"
 
@@ -223,19 +236,56 @@ def applicability_problems(data: dict) -> list[str]:
     return out
 
 
+def _value_problems(prop: dict, value: Any, where: str) -> list[str]:
+    validator = jsonschema.Draft202012Validator(prop)
+    return [_describe(e).replace("(top level)", where, 1) for e in validator.iter_errors(value)]
+
+
+def _key_problems(key: str, where: str) -> list[str]:
+    section, name = key.split(".")
+    props = _section_schema(section)["properties"]
+    if name not in props:
+        return [f"{where}: {section} has no key {name!r}; allowed keys: {sorted(props)}"]
+    return []
+
+
+def _key_schema(key: str) -> dict:
+    section, name = key.split(".")
+    return _section_schema(section)["properties"][name]
+
+
 def grid_problems(data: dict) -> list[str]:
     """Each grid value checked against the schema of the key it sets."""
     out = []
     for key, values in data.get("grid", {}).items():
+        problems = _key_problems(key, f"grid.{key}")
+        if not problems:
+            for i, value in enumerate(values):
+                problems += _value_problems(_key_schema(key), value, f"grid.{key}[{i}]")
+        out += problems
+    return out + _never_applied(data)
+
+
+def _never_applied(data: dict) -> list[str]:
+    """Grid or sampled keys that apply to none of the runs (e.g. ``init.rank`` while no run uses
+    ``init.scheme: low_rank``): they would be dropped silently."""
+    varied = dict(data.get("grid", {}))
+    for key, dist in ((data.get("sample") or {}).get("params") or {}).items():
+        varied[key] = dist.get("choice", [])
+    out = []
+    for key in varied:
         section, name = key.split(".")
-        props = _section_schema(section)["properties"]
-        if name not in props:
-            out.append(f"grid.{key}: {section} has no key {name!r}; allowed keys: {sorted(props)}")
+        sch = _section_schema(section)
+        disc, prop = sch.get("x-zoo-discriminator"), sch["properties"].get(name, {})
+        if not disc or "x-zoo-for" not in prop:
             continue
-        validator = jsonschema.Draft202012Validator(props[name])
-        for i, value in enumerate(values):
-            for error in validator.iter_errors(value):
-                out.append(_describe(error).replace("(top level)", f"grid.{key}[{i}]", 1))
+        base = data.get(section, {}).get(disc, sch["properties"][disc].get("default"))
+        kinds = varied.get(f"{section}.{disc}") or [base]
+        if not set(kinds) & set(prop["x-zoo-for"]):
+            out.append(
+                f"{key}: varied, but it applies only to {section}.{disc} "
+                f"{sorted(prop['x-zoo-for'])} and every run has {section}.{disc} in {kinds}"
+            )
     return out
 
 
@@ -243,6 +293,8 @@ def consistency_problems(data: dict) -> list[str]:
     """Constraints across keys: checkpoint epochs within training, split fractions sum to 1."""
     out = []
     epochs = [data["train"]["epochs"], *data.get("grid", {}).get("train.epochs", [])]
+    sampled = ((data.get("sample") or {}).get("params") or {}).get("train.epochs", {})
+    epochs += [min(v) for v in sampled.values()]
     wanted = (data.get("checkpoints") or {}).get("epochs") or []
     too_late = [e for e in wanted if e > min(epochs)]
     if too_late:
@@ -294,11 +346,37 @@ def _resolve_object(sch: dict, values: dict) -> dict:
     return out
 
 
+# --- sampling ----------------------------------------------------------------------------------
+
+
+def sample_problems(data: dict) -> list[str]:
+    """Each sampled key checked: it exists, is not also gridded, and its distribution fits it."""
+    sample = data.get("sample")
+    if not sample:
+        return []
+    out = []
+    for key, dist in sample["params"].items():
+        where = f"sample.params.{key}"
+        problems = _key_problems(key, where)
+        if not problems and key in data.get("grid", {}):
+            problems = [f"{where}: {key} is also in grid; a key is either gridded or sampled"]
+        out += problems or distribution_problems(_key_schema(key), dist, where, _value_problems)
+    size = math.prod(space_size(d) for d in sample["params"].values())
+    if not out and size < sample["count"]:
+        out.append(
+            f"sample.count: {sample['count']} distinct points asked for, but sample.params has "
+            f"only {size}; lower sample.count, add a continuous distribution or use grid"
+        )
+    return out
+
+
 # --- expansion ---------------------------------------------------------------------------------
 
 
 def expand_recipe(recipe: Recipe) -> list[RunConfig]:
-    """All runs of a recipe: grid points (cartesian product, in the order written) x seeds.
+    """All runs of a recipe: grid points (cartesian product, in the order written) x sampled
+    points (``sample:``) x seeds. Keys that do not apply to a run are dropped from it, and grid
+    points that then give the same run are one run.
 
     Example:
         >>> r = recipe_from_dict({"schema_version": 1, "task": {"name": "digits"},
@@ -310,28 +388,41 @@ def expand_recipe(recipe: Recipe) -> list[RunConfig]:
     res = recipe.resolved
     grid = res["grid"]
     keys = list(grid)
+    drawn = sample_points(res["sample"]) if res.get("sample") else [{}]
     runs = []
     for values in itertools.product(*(grid[k] for k in keys)):
-        point = dict(zip(keys, values, strict=True))
-        base = {s: copy.deepcopy(recipe.data.get(s, {})) for s in SECTIONS}
-        for key, value in point.items():
-            section, name = key.split(".")
-            base[section][name] = value
-        sections = {s: resolve_section(s, base[s]) for s in SECTIONS}
-        epochs = sections["train"]["epochs"]
-        ckpts = res["checkpoints"]["epochs"] or [0, epochs]
-        ckpts = tuple(sorted({e for e in ckpts if e <= epochs}))
-        cell = short_hash({**sections, "checkpoints": list(ckpts)})
-        for seed in range(res["seeds"]):
-            config = {**sections, "checkpoints": list(ckpts), "seed": seed}
-            runs.append(
-                RunConfig(
-                    run_id=make_run_id(config),
-                    cell_id=cell,
-                    seed=seed,
-                    checkpoints=ckpts,
-                    grid_point=point,
-                    **sections,
-                )  # fmt: skip
-            )
+        for sampled in drawn:
+            runs += _cell_runs(recipe, {**dict(zip(keys, values, strict=True)), **sampled})
+    return _drop_repeats(runs)
+
+
+def _cell_runs(recipe: Recipe, point: dict) -> list[RunConfig]:
+    """The runs (one per seed) of one grid point and sampled point."""
+    base = {s: copy.deepcopy(recipe.data.get(s, {})) for s in SECTIONS}
+    for key, value in point.items():
+        section, name = key.split(".")
+        base[section][name] = value
+    sections = {s: resolve_section(s, base[s]) for s in SECTIONS}
+    ckpts = checkpoint_epochs(recipe.resolved["checkpoints"], sections["train"]["epochs"])
+    cell = short_hash({**sections, "checkpoints": list(ckpts)})
+    runs = []
+    for seed in range(recipe.resolved["seeds"]):
+        config = {**sections, "checkpoints": list(ckpts), "seed": seed}
+        runs.append(
+            RunConfig(
+                run_id=make_run_id(config),
+                cell_id=cell,
+                seed=seed,
+                checkpoints=ckpts,
+                grid_point=point,
+                **sections,
+            )  # fmt: skip
+        )
     return runs
+
+
+def _drop_repeats(runs: list[RunConfig]) -> list[RunConfig]:
+    """Runs in order, each id once: grid points that differ only in keys a run drops (e.g.
+    ``train.momentum`` for adam runs of an optimizer x momentum grid) are one run."""
+    seen: set[str] = set()
+    return [r for r in runs if not (r.run_id in seen or seen.add(r.run_id))]

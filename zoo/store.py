@@ -6,6 +6,17 @@ The manifest (``manifest.jsonl``, one :class:`ShardRecord` per line) is the only
 truth for "done": a shard on disk that no record names (a kill between write and append) is
 an orphan and is recomputed on the next run. Only the driver process appends to the manifest.
 
+The output folder may also be an fsspec URL (``s3://bucket/zoo``, ``memory://zoo``), so
+cluster workers can write to shared storage. What "complete or absent" rests on there:
+
+- local disk (a path or ``file://``): temp file + fsync + rename, as above;
+- object stores (``s3``, ``gs``/``gcs``, ``az``/``abfs``, ``oss``, ``oci``) and ``memory``: one
+  put of the whole object, which readers see whole or not at all (``memory`` lives in one
+  process only, so it suits in-process runs and tests, not worker processes);
+- other filesystems (``sftp``, ``hdfs``, ``smb``, …): a temp name then ``fs.mv``, atomic where
+  the server's rename is; no fsync.
+The manifest is rewritten whole on remote stores (they have no append); only the driver writes it.
+
 No pickle anywhere: tensors go to safetensors, tables to Parquet, records to JSON lines.
 """
 
@@ -15,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import safetensors.torch
@@ -168,6 +181,83 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+# --------------------------------------------------------------------------- locations
+
+# Stores where one put writes a whole object or nothing (memory: a dict entry of this process).
+WHOLE_OBJECT_PROTOCOLS = frozenset(
+    {"memory", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "oci"}
+)
+# "proto://rest", and also "proto:/rest": what pathlib.Path makes of a URL
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/+(.*)$", re.DOTALL)
+
+
+def _url_parts(location: str | os.PathLike) -> tuple[str, str] | None:
+    """``(protocol, rest)`` of an fsspec URL (``None`` for a plain path or a drive letter)."""
+    m = _URL.match(os.fspath(location))
+    if m is None or m[1].lower() not in fsspec.available_protocols():
+        return None
+    return m[1].lower(), m[2]
+
+
+def is_remote(location: str | os.PathLike) -> bool:
+    """Whether ``location`` is an fsspec URL other than ``file://`` (i.e. not on local disk)."""
+    parts = _url_parts(location)
+    return parts is not None and parts[0] not in ("file", "local")
+
+
+def store_location(location: str | os.PathLike) -> str:
+    """Canonical text of an output folder: the URL of a remote store, else a local path.
+
+    ``file:///x`` becomes ``/x``; ``memory:/zoo`` (a URL that went through ``pathlib``) becomes
+    ``memory://zoo``. Tasks receive this text, so every worker resolves the same place.
+
+    Example:
+        >>> store_location("file:///tmp/zoo"), store_location("memory:/zoo")
+        ('/tmp/zoo', 'memory://zoo')
+    """
+    parts = _url_parts(location)
+    if parts is None:
+        return os.fspath(location)
+    if parts[0] in ("file", "local"):
+        return "/" + parts[1]
+    return f"{parts[0]}://{parts[1]}"
+
+
+def _remote(location: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str] | None:
+    """``(filesystem, path in it)`` for a remote location, ``None`` for local disk."""
+    if not is_remote(location):
+        return None
+    try:
+        return fsspec.core.url_to_fs(store_location(location))
+    except (ImportError, ValueError) as e:
+        raise StoreError(
+            f"{store_location(location)}: cannot open this fsspec URL ({e}); install the "
+            "filesystem's package (e.g. `pip install s3fs` for s3://) or use a local folder"
+        ) from e
+
+
+def _put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write a whole remote file: one put on object stores, else a temp name and a move."""
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if protocols & WHOLE_OBJECT_PROTOCOLS:
+        fs.pipe_file(path, data)
+        return
+    parent, _, name = path.rpartition("/")
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.{name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+    fs.pipe_file(tmp, data)
+    fs.mv(tmp, path)
+
+
+def read_bytes(location: str | os.PathLike) -> bytes:
+    """The bytes of a file on local disk or in a remote store (``FileNotFoundError`` if absent)."""
+    remote = _remote(location)
+    if remote is None:
+        return Path(store_location(location)).read_bytes()
+    fs, path = remote
+    return fs.cat_file(path)
+
+
 def _fsync_dir(directory: Path) -> None:
     """Flush a directory entry so a rename survives a power loss (no-op where unsupported)."""
     try:
@@ -188,7 +278,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
     The bytes go to a unique sibling temp file (same directory, so the rename stays on one
     filesystem), which is fsynced and renamed onto ``path``; then the directory is fsynced.
-    Parent directories are created. On failure the temp file is removed.
+    Parent directories are created. On failure the temp file is removed. ``path`` may be an
+    fsspec URL; see the module docstring for what each kind of store guarantees.
 
     Args:
         path: final location.
@@ -197,7 +288,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     Returns:
         None. Raises :class:`StoreError` if the file cannot be written.
     """
-    path = Path(path)
+    remote = _remote(path)
+    if remote is not None:
+        try:
+            _put(*remote, data)
+        except OSError as e:
+            raise StoreError(f"{store_location(path)}: could not write the file ({e})") from e
+        return
+    path = Path(store_location(path))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,7 +352,9 @@ def _record(
 
 def _existing(out_dir: str | os.PathLike, path: str) -> Path:
     full = Path(out_dir) / path
-    if not full.is_file():
+    remote = _remote(full)
+    found = remote[0].isfile(remote[1]) if remote else Path(store_location(full)).is_file()
+    if not found:
         raise StoreError(
             f"{full}: shard not found; {VERIFY_HINT}, then run `zoo run` again to recompute it"
         )
@@ -333,7 +433,11 @@ def read_tensor_shard(
     full = _existing(out_dir, path)
     try:
         # safe_open memory-maps the file, so a big shard is not held twice in memory.
-        with safe_open(str(full), framework="pt") as f:
+        if is_remote(full):
+            data = read_bytes(full)
+            header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+            return safetensors.torch.load(data), dict(header.get("__metadata__") or {})
+        with safe_open(store_location(full), framework="pt") as f:
             metadata = dict(f.metadata() or {})
             tensors = {name: f.get_tensor(name) for name in f.keys()}
     except Exception as e:
@@ -410,7 +514,8 @@ def read_table_shard(out_dir: str | os.PathLike, path: str) -> pa.Table:
     """
     full = _existing(out_dir, path)
     try:
-        with pq.ParquetFile(full) as f:
+        source = pa.BufferReader(read_bytes(full)) if is_remote(full) else store_location(full)
+        with pq.ParquetFile(source) as f:
             return f.read()
     except Exception as e:
         raise StoreError(
@@ -425,12 +530,14 @@ class Manifest:
     """The append-only list of completed shards, ``<out_dir>/manifest.jsonl``.
 
     Only one process (the driver) appends. Reading tolerates a torn last line (a kill during
-    :meth:`append`); the next append cuts that torn tail off before writing.
+    :meth:`append`); the next append cuts that torn tail off before writing. ``out_dir`` may be
+    an fsspec URL: there each append rewrites the file whole (object stores cannot append).
     """
 
     def __init__(self, out_dir: str | os.PathLike):
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(store_location(out_dir))
         self.path = self.out_dir / MANIFEST
+        self._fs = _remote(self.out_dir)  # (filesystem, root) of a remote store, else None
 
     def _cut_torn_tail(self) -> None:
         """Drop bytes after the last newline (a torn append) so new lines start clean."""
@@ -459,6 +566,9 @@ class Manifest:
         if not lines:
             return
         payload = "".join(lines).encode()
+        if self._fs is not None:
+            self._append_remote(payload)
+            return
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             created = not self.path.exists()
@@ -478,6 +588,13 @@ class Manifest:
             ) from e
         if created:
             _fsync_dir(self.out_dir)
+
+    def _append_remote(self, payload: bytes) -> None:
+        try:
+            data = read_bytes(self.path)
+        except FileNotFoundError:
+            data = b""
+        atomic_write_bytes(self.path, data[: data.rfind(b"\n") + 1] + payload)
 
     def _parse(self, text: str, lineno: int, last: bool) -> ShardRecord | None:
         """One line -> record; ``None`` for a blank or torn last line."""
@@ -504,7 +621,7 @@ class Manifest:
             Records in order of first appearance of their path.
         """
         try:
-            data = self.path.read_bytes()
+            data = read_bytes(self.path)
         except FileNotFoundError:
             return []
         lines = data.decode("utf-8", errors="replace").split("\n")
@@ -551,17 +668,41 @@ class Manifest:
         """
         return self._by_ext(stage, exts, lambda r: (r.batch_id,))
 
+    def _size(self, rel: str) -> int | None:
+        """Bytes of a file of the store, ``None`` if it is not there (or not a file)."""
+        if self._fs is not None:
+            fs, root = self._fs
+            full = f"{root}/{rel}"
+            return fs.size(full) if fs.isfile(full) else None
+        full = self.out_dir / rel
+        return full.stat().st_size if full.is_file() else None
+
+    def _sha256(self, rel: str) -> str:
+        if self._fs is not None:
+            return hashlib.sha256(read_bytes(self.out_dir / rel)).hexdigest()
+        return sha256_file(self.out_dir / rel)
+
+    def _shard_files(self) -> list[str]:
+        """Paths (relative to the output folder) of every file under ``shards/``, sorted."""
+        if self._fs is not None:
+            fs, root = self._fs
+            base = f"{root}/shards"
+            found = fs.find(base) if fs.exists(base) else []
+            return sorted(f"shards/{p[len(base) :].lstrip('/')}" for p in found)
+        shards = self.out_dir / "shards"
+        files = (p for p in shards.rglob("*") if p.is_file())
+        return sorted(p.relative_to(self.out_dir).as_posix() for p in files)
+
     def _check(self, rec: ShardRecord) -> Problem | None:
         """Compare one recorded shard with the file on disk."""
-        full = self.out_dir / rec.path
-        if not full.is_file():
+        size = self._size(rec.path)
+        if size is None:
             return Problem(rec.path, "missing", f"recorded but not on disk; {RECOMPUTE_HINT}")
-        size = full.stat().st_size
         if size != rec.bytes:
             kind = "truncated" if size < rec.bytes else "size"
             detail = f"expected {rec.bytes} bytes, found {size}; {RECOMPUTE_HINT}"
             return Problem(rec.path, kind, detail)
-        digest = sha256_file(full)
+        digest = self._sha256(rec.path)
         if digest != rec.sha256:
             detail = f"expected sha256 {rec.sha256[:12]}… got {digest[:12]}…; {RECOMPUTE_HINT}"
             return Problem(rec.path, "corrupt", detail)
@@ -577,10 +718,8 @@ class Manifest:
         records = self.records()
         problems = [p for p in map(self._check, records) if p is not None]
         known = {r.path for r in records}
-        shards = self.out_dir / "shards"
-        found = sorted(p.relative_to(self.out_dir).as_posix() for p in shards.rglob("*"))
-        for rel in found:
-            if rel in known or not (self.out_dir / rel).is_file():
+        for rel in self._shard_files():
+            if rel in known:
                 continue
             detail = (
                 "on disk but not in the manifest (a run was stopped between writing it and "

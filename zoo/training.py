@@ -13,6 +13,7 @@ A model whose loss turns NaN/inf is frozen where it stands and its rows get
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -24,18 +25,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import ZooError
 from .ids import batch_id as make_batch_id
 from .ids import canonical_json, checkpoint_id, tensor_name
 from .inits import init_module
 from .layout import Layout, unflatten
-from .models import build_model, forward_population
+from .models import build_model, forward_population, set_dropout_generator
 from .optim import PopulationOptimizer
 from .recipe import RunConfig
 from .store import ShardRecord, write_table_shard, write_tensor_shard
 from .tasks import Task, load_task
 
 # Streams of SeedSequence([seed, stream, …]): one per use of randomness, so they never overlap.
-INIT_STREAM, DATA_STREAM = 1, 2
+INIT_STREAM, DATA_STREAM, DROPOUT_STREAM = 1, 2, 3
 PER_MODEL_KEYS = ("lr", "weight_decay", "momentum", "betas", "eps")
 
 
@@ -58,24 +60,117 @@ def population_key(run: RunConfig) -> str:
     """What runs of one population must share: everything but per-model hyperparameters,
     the init and the seed."""
     shared_train = {k: v for k, v in run.train.items() if k not in PER_MODEL_KEYS}
-    return canonical_json([run.task, run.model, shared_train, list(run.checkpoints)])
+    # the dropout rate is per model (masks are drawn per model); only having the layers is shared
+    model = {k: (True if k == "dropout" else v) for k, v in run.model.items()}
+    return canonical_json([run.task, model, shared_train, list(run.checkpoints)])
 
 
-def plan_batches(runs: list[RunConfig], population_size: int) -> list[PopulationBatch]:
-    """Group runs into population batches of at most ``population_size``, in recipe order.
+def plan_batches(
+    runs: list[RunConfig], population_size: int, max_bytes: int | None = None,
+    chunk_size: int | None = None, eval_batch_size: int = 1024,
+) -> list[PopulationBatch]:  # fmt: skip
+    """Group runs into population batches, in recipe order.
 
-    The grouping depends on the runs and ``population_size`` only, never on the cluster, so a
-    zoo is the same whatever runs it.
+    Runs that can share a population (:func:`population_key`) are cut into batches of at most
+    ``population_size`` runs, and fewer where :func:`memory_model` says that many would not fit
+    in ``max_bytes``. The grouping depends on the runs and these recipe settings only, never on
+    the cluster, so a zoo is the same whatever runs it. (Where the memory model cannot be built,
+    because the model does not fit the task or the task's data cannot be read here, the group
+    keeps ``population_size``; plan where the data is, as the workers will.)
+
+    Args:
+        runs: the recipe's runs (``expand_recipe``).
+        population_size: most runs per batch.
+        max_bytes: memory budget of one batch on its device (``None``: no memory limit).
+        chunk_size, eval_batch_size: the recipe's execution settings the memory model needs.
+    Returns:
+        the batches; a batch's id is a hash of its run ids.
     """
     groups: dict[str, list[RunConfig]] = {}
+    keys: dict[str, str] = {}  # runs of one grid cell share a key: hash it once per cell
     for run in runs:
-        groups.setdefault(population_key(run), []).append(run)
+        key = keys.get(run.cell_id) or keys.setdefault(run.cell_id, population_key(run))
+        groups.setdefault(key, []).append(run)
     batches = []
     for members in groups.values():
-        for i in range(0, len(members), population_size):
-            chunk = tuple(members[i : i + population_size])
+        size = population_size
+        if max_bytes is not None:
+            try:
+                mem = memory_model(members[0], chunk_size=chunk_size,
+                                   eval_batch_size=eval_batch_size)  # fmt: skip
+                size = min(size, mem.max_models(max_bytes))
+            except ZooError:  # model or data unusable here: the batch reports it when it runs
+                pass
+        for i in range(0, len(members), size):
+            chunk = tuple(members[i : i + size])
             batches.append(PopulationBatch(make_batch_id([r.run_id for r in chunk]), chunk))
     return batches
+
+
+@dataclass(frozen=True)
+class MemoryModel:
+    """Peak bytes of training a population of one kind of model, as ``bytes(M)``.
+
+    ``shared + per_model * M + per_chunk``: the task tensors are held once; every model has its
+    parameters, gradients, optimizer state, the checkpoints kept until its shard is written and
+    its evaluation activations (all models are evaluated at once); the training activations of
+    one chunk of models are alive at a time. A planning estimate (float32, no allocator slack).
+    """
+
+    shared: int
+    per_model: int
+    per_chunk: int
+
+    def bytes(self, n_models: int) -> int:
+        return self.shared + self.per_model * n_models + self.per_chunk
+
+    def max_models(self, max_bytes: int) -> int:
+        """Most models that fit in ``max_bytes`` (at least 1: a single model always runs)."""
+        return max(1, (max_bytes - self.shared - self.per_chunk) // max(1, self.per_model))
+
+    def to_dict(self) -> dict:
+        return {"shared": self.shared, "per_model": self.per_model, "per_chunk": self.per_chunk}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MemoryModel:
+        return cls(int(d["shared"]), int(d["per_model"]), int(d["per_chunk"]))
+
+
+def activation_sizes(module: nn.Sequential, input_shape: tuple[int, ...]) -> list[int]:
+    """Elements per example of the input and of each layer's output, in order."""
+    h = torch.zeros(1, *input_shape)
+    sizes = [h.numel()]
+    with torch.no_grad():
+        for layer in module.eval():  # eval: dropout draws nothing
+            h = layer(h)
+            sizes.append(h.numel())
+    return sizes
+
+
+def memory_model(
+    run: RunConfig, task: Task | None = None, chunk_size: int | None = None,
+    eval_batch_size: int = 1024,
+) -> MemoryModel:  # fmt: skip
+    """The :class:`MemoryModel` of populations of ``run``'s kind (see the trainer above).
+
+    Counted in float32 words: parameters, gradients, the stacked copy a snapshot makes, the
+    optimizer state (SGD momentum 1, Adam 2), checkpoints (kept, unflattened and serialized:
+    3 copies each), evaluation activations (the widest pair of consecutive layers times
+    ``eval_batch_size``), training activations and their gradients for one chunk, and the data.
+    """
+    task = task or load_task(run.task)
+    module, layout = build_model(run.model, task.input_shape, task.n_classes)
+    sizes = activation_sizes(module, task.input_shape)
+    states = 2 if run.train["optimizer"] in ("adam", "adamw") else int(run.train["momentum"] > 0)
+    words = layout.num_params * (3 + states + 3 * len(run.checkpoints))
+    widest = max(a + b for a, b in itertools.pairwise(sizes))
+    eval_words = min(eval_batch_size, max(len(task.x_train), len(task.x_test))) * widest
+    chunk = chunk_size or default_chunk(run.model)
+    batch = run.train["batch_size"]
+    chunk_words = chunk * batch * (2 * sum(sizes) + sizes[0])  # activations, grads, minibatch
+    data = sum(t.numel() * t.element_size() for t in (task.x_train, task.y_train,
+                                                      task.x_test, task.y_test))  # fmt: skip
+    return MemoryModel(shared=data, per_model=4 * (words + eval_words), per_chunk=4 * chunk_words)
 
 
 def seeded_generator(seed: int, *stream: int) -> torch.Generator:
@@ -93,7 +188,9 @@ def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
 def init_model(run: RunConfig, task: Task) -> tuple[nn.Sequential, Layout]:
     """The run's module at epoch 0, initialized from its own seed."""
     module, layout = build_model(run.model, task.input_shape, task.n_classes)
-    init_module(module, run.init, run.model["activation"], seeded_generator(run.seed, INIT_STREAM))
+    gen = seeded_generator(run.seed, INIT_STREAM)
+    # lsuv probes the training inputs; the other schemes ignore them
+    init_module(module, run.init, run.model["activation"], gen, inputs=task.x_train)
     return module, layout
 
 
@@ -165,6 +262,10 @@ class PopulationTrainer:
         self.active = torch.ones(len(self.runs), dtype=torch.bool, device=self.device)
         self.diverged_at: list[int | None] = [None] * len(self.runs)
         self.step_count = 0
+        # each model's dropout masks come from its own stream, at its own rate (None: no layers)
+        self.dropout = [
+            (seeded_generator(r.seed, DROPOUT_STREAM), float(r.model["dropout"])) for r in self.runs
+        ] if "dropout" in first.model else None  # fmt: skip
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
@@ -176,13 +277,14 @@ class PopulationTrainer:
         per-model mean losses ``(m,)``."""
         leaves = self.chunks[k]
         x, y = self.x_train[idx], self.y_train[idx]  # (m, B, ...), (m, B)
-        logits = forward_population(self.module, leaves, x)  # (m, B, C)
+        c0, c1 = self.bounds[k]
+        gens = self.dropout[c0:c1] if self.dropout else None
+        logits = forward_population(self.module, leaves, x, dropout=gens)  # (m, B, C)
         m, b, c = logits.shape
         loss = F.cross_entropy(logits.reshape(m * b, c), y.reshape(-1), reduction="none")
         loss = loss.view(m, b).mean(1)
         # the sum's gradient w.r.t. model i's weights is model i's own gradient
         grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
-        c0, c1 = self.bounds[k]
         bad = ~torch.isfinite(loss.detach()) & self.active[c0:c1]
         if bool(bad.any()):
             for i in bad.nonzero().flatten().tolist():
@@ -266,6 +368,7 @@ def train_one(
     equal: same init, same data order. Returns ``{epoch: state_dict}`` at each checkpoint."""
     task = task or load_task(run.task)
     module, _ = init_model(run, task)
+    set_dropout_generator(module, seeded_generator(run.seed, DROPOUT_STREAM))
     module = module.to(dtype)
     x_train = task.x_train.to(dtype)
     opt = make_torch_optimizer(run, module.parameters())
