@@ -135,7 +135,8 @@ def test_teacher_student_bad_config():
 
 
 def test_load_task_unknown_name():
-    with pytest.raises(TaskError, match="allowed: digits, fashion_mnist, hf, modular, teacher_student"):
+    allowed = "allowed: digits, fashion_mnist, hf, modular, teacher_student"
+    with pytest.raises(TaskError, match=allowed):
         load_task({"name": "imagenet"})
     with pytest.raises(TaskError, match="name"):
         load_task({"test_fraction": 0.2})

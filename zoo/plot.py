@@ -51,7 +51,8 @@ def plot_phase_diagram(rows: list[dict], x: str, y: str, metric: str, epoch: int
     data = np.array(grid, dtype=float)
     if metric in LOG_METRICS:
         data = np.log10(np.where(data > 0, data, np.nan))
-    fig, ax = plt.subplots(figsize=(max(4.8, 1.6 + 0.9 * len(xs)), max(3.2, 1.2 + 0.7 * len(ys))), dpi=110)
+    size = (max(4.8, 1.6 + 0.9 * len(xs)), max(3.2, 1.2 + 0.7 * len(ys)))
+    fig, ax = plt.subplots(figsize=size, dpi=110)
     image = ax.imshow(data, origin="lower", cmap="viridis", aspect="auto")
     fig.colorbar(image, ax=ax, label=("log10 " if metric in LOG_METRICS else "") + metric)
     ax.set_xticks(range(len(xs)), [str(v) for v in xs])
