@@ -14,6 +14,11 @@ column of a zoo row (what ``load_dataset`` gives), and with only ``weights``, ``
 and ``epoch`` selected, where plain loading is much cheaper and the ratio is harder to meet.
 Target (issue 8): slowdown <= 1.3x on CPU.
 
+Allocator: each transform allocates a few MB per batch; glibc serves blocks that large with
+fresh ``mmap`` pages, and page faults are slow on some VMs (2-4x on the dev box). To see the
+transforms without that cost, run with ``MALLOC_MMAP_THRESHOLD_=268435456
+MALLOC_TRIM_THRESHOLD_=268435456`` (or jemalloc/tcmalloc); the script changes nothing itself.
+
 Run:      python benchmarks/augment_throughput.py
 Quick:    python benchmarks/augment_throughput.py --quick
 Expect:   a markdown table of rows/s per transform, then the DataLoader table and a PASS/MISS

@@ -1,10 +1,12 @@
 """Alignment: weight matching and activation matching recover a permutation exactly; the loss
 barrier vanishes between a model and its aligned permuted copy."""
 
+import datasets
 import pytest
 import torch
 from torch.nn import functional as F
 
+import zoo
 from zoo.align import (
     Barrier,
     align,
@@ -16,6 +18,8 @@ from zoo.align import (
 from zoo.errors import AugmentError
 from zoo.layout import flatten, permute_rows
 from zoo.models import build_model, to_module
+
+from .conftest import tiny_recipe
 
 CASES = [
     ({"arch": "mlp", "width": 16, "depth": 3, "activation": "relu"}, (10,)),
@@ -127,3 +131,18 @@ def test_align_explains_mismatched_shapes():
     theta, layout = model(*CASES[0])
     with pytest.raises(AugmentError, match=r"rows \(5,\) and reference .* do not fit the layout"):
         align(torch.zeros(5), theta, layout)
+
+
+def test_barrier_on_a_zoo_model_and_its_task(tmp_path):
+    folder = zoo.run(tiny_recipe(tmp_path, seeds=1, grid={"train.lr": [0.1]},
+                                 train={"optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
+                                        "batch_size": 32, "epochs": 8},
+                                 checkpoints={"epochs": [8]}))  # fmt: skip
+    layout = zoo.load_layout(folder)
+    ds = datasets.load_dataset(str(folder))
+    row = next(iter(ds.values()))[0]
+    task = zoo.load_task({k[len("task__") :]: v for k, v in row.items() if k.startswith("task__")})
+    theta = torch.tensor(row["weights"])
+    copy, _ = shuffled(theta, layout, n=1)
+    metrics = barrier_metrics(theta, copy[0], layout, task.x_test, task.y_test)
+    assert metrics["barrier_loss"] > 0.05 and metrics["barrier_loss_aligned"] == 0.0

@@ -387,6 +387,11 @@ def test_iter_weights_equals_the_torch_formatted_column(built):
     batches = list(zoo.iter_weights(ds, batch_size=4))
     assert [b.shape for b in batches] == [(4, 610), (4, 610), (1, 610)]
     assert torch.equal(torch.cat(batches), expected) and batches[0].dtype == torch.float32
+    twice = datasets.concatenate_datasets([ds, ds])  # 2 chunks: a batch spans both
+    assert twice.data.column("weights").num_chunks == 2
+    got = list(zoo.iter_weights(twice, batch_size=4))
+    assert [len(b) for b in got] == [4, 4, 4, 4, 2]
+    assert torch.equal(torch.cat(got), torch.cat([expected, expected]))
     shuffled = ds.shuffle(seed=0)  # an indices mapping: read through Arrow batches
     assert torch.equal(torch.cat(list(zoo.iter_weights(shuffled, 4))), shuffled["weights"][:])
     stream, _ = zoo.load(built, split="train", streaming=True)

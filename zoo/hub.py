@@ -487,8 +487,8 @@ def iter_weights(dataset, batch_size: int = 256) -> Iterator:
     """The ``weights`` of one split as ``(B, P)`` float32 tensors, in row order, fast.
 
     A ``datasets.Dataset`` is read straight from its memory-mapped Arrow table, one copy per
-    batch: about 0.9 of a raw ``.npy`` memmap, where ``with_format("torch")`` reaches 0.3 (it
-    stacks row views, then copies again into torch; ``benchmarks/load_throughput.py``). A
+    batch: 0.7-0.8 of a raw ``.npy`` memmap's throughput, where ``with_format("torch")`` reaches
+    0.1-0.2 (it stacks row views, then copies again into torch; benchmarks/load_throughput.py). A
     streamed or index-mapped (shuffled, selected) dataset goes through its Arrow batches.
 
     Example:
@@ -500,14 +500,34 @@ def iter_weights(dataset, batch_size: int = 256) -> Iterator:
     import torch
 
     if getattr(dataset, "_indices", True) is None:  # a Dataset without an indices mapping
-        column = dataset.data.column("weights")
-        parts = (column.slice(i, batch_size) for i in range(0, len(dataset), batch_size))
+        columns = [dataset.data.column("weights")]
     else:
-        parts = (b["weights"] for b in dataset.with_format("arrow").iter(batch_size=batch_size))
-    for part in parts:  # a ChunkedArray of fixed-size lists, (B,) x P
-        chunks = [c.flatten().to_numpy(zero_copy_only=False) for c in part.chunks]
-        flat = np.concatenate(chunks) if len(chunks) > 1 else np.array(chunks[0])
-        yield torch.from_numpy(flat.reshape(len(part), -1))
+        columns = (b["weights"] for b in dataset.with_format("arrow").iter(batch_size=batch_size))
+    views = (  # (rows, P) numpy views of the Arrow buffers: no copy yet
+        chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), -1)
+        for column in columns
+        for chunk in column.chunks
+        if len(chunk)
+    )
+    for pieces in _row_blocks(views, batch_size):
+        flat = np.concatenate(pieces) if len(pieces) > 1 else np.array(pieces[0])  # one copy
+        yield torch.from_numpy(flat)  # (B, P)
+
+
+def _row_blocks(views: Iterator, size: int) -> Iterator[list]:
+    """Consecutive row ranges of ``views`` in lists of pieces of ``size`` rows (the last fewer)."""
+    pieces, count = [], 0
+    for view in views:
+        start = 0
+        while start < len(view):
+            take = min(size - count, len(view) - start)
+            pieces.append(view[start : start + take])
+            count, start = count + take, start + take
+            if count == size:
+                yield pieces
+                pieces, count = [], 0
+    if pieces:
+        yield pieces
 
 
 def load(

@@ -269,7 +269,9 @@ def _from_folded(h: torch.Tensor, m: int) -> torch.Tensor:
     return h.reshape(b, m, mc // m, hh, ww).permute(1, 0, 2, 3, 4).reshape(m, b, -1)
 
 
-def _pop_dropout(h: torch.Tensor, dropout: list[tuple[torch.Generator, float]], folded: bool):
+def _pop_dropout(
+    h: torch.Tensor, dropout: list[tuple[torch.Generator, float]], folded: bool
+) -> torch.Tensor:
     """Model m's mask drawn with its generator at its rate, in the shape model m's own module
     sees, so the population equals each model run alone with :class:`SeededDropout` (a rate of
     0 draws nothing there either)."""

@@ -146,7 +146,8 @@ def raise_for_failures(summary: RunSummary, recipe: Recipe, stage: str = "train"
     command = f"zoo {stage} {target}"
     raise DistError(
         f"{len(summary.failed)} of {len(summary.failed) + len(summary.done)} {stage} batches "
-        "failed:\n" + "\n".join(lines)
+        "failed:\n"
+        + "\n".join(lines)
         + f"\nThe others are saved. Fix the cause and run `{command}` again: "
         "only the failed batches run."
     )
