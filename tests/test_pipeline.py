@@ -174,3 +174,14 @@ def test_a_failing_batch_is_reported_and_the_others_are_kept(tmp_path):
     assert "1 of 2 train batches failed" in str(info.value)
     assert "cnn_s needs inputs of at least 28x28" in str(info.value)
     assert len(Manifest(tmp_path).done_batch_ids("train")) == 1
+
+
+def test_runs_with_different_config_keys_share_a_table(tmp_path):
+    """An sgd/adam grid: momentum exists only for sgd runs, betas only for adam; each is null
+    where it does not apply, and every run's rows are there."""
+    recipe = tiny_recipe(tmp_path, grid={"train.optimizer": ["sgd", "adam"]}, seeds=1)
+    ds = datasets.concatenate_datasets(list(datasets.load_dataset(str(zoo.run(recipe))).values()))
+    by_opt = {o: ds.filter(lambda r, o=o: r["train__optimizer"] == o) for o in ("sgd", "adam")}
+    assert {o: len(d) for o, d in by_opt.items()} == {"sgd": 3, "adam": 3}
+    assert set(by_opt["sgd"]["train__momentum"]) == {0.9}
+    assert set(by_opt["adam"]["train__momentum"]) == {None}

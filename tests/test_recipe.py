@@ -288,3 +288,15 @@ def test_sampling_docstring_examples():
     from zoo import sampling
 
     assert doctest.testmod(sampling).failed == 0
+
+
+def test_landscape_at_must_be_a_checkpoint_epoch_of_every_run():
+    landscape = {"metrics": ["weights"], "at": [1, 3]}
+    with pytest.raises(RecipeError, match=r"landscape.at: \[3\] are not checkpoint epochs of "
+                                          r"every run; allowed: \[0, 1, 2\]"):  # fmt: skip
+        tiny_recipe(landscape=landscape)
+    grid = {"train.epochs": [2, 4]}  # epoch 4 is only saved by the 4-epoch runs
+    with pytest.raises(RecipeError, match=r"allowed: \[0, 1, 2\]"):
+        tiny_recipe(grid=grid, landscape={"metrics": ["weights"], "at": [4]})
+    ok = tiny_recipe(landscape={"metrics": ["weights"], "at": [1, 2]})
+    assert ok.resolved["landscape"]["at"] == [1, 2]

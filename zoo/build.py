@@ -111,8 +111,11 @@ def _add_row(rows: ConfigRows, row: dict, tensors: dict) -> None:
     row["gen_gap_loss"] = row["test_loss"] - row["train_loss"]
     row["gen_gap_acc"] = row["train_acc"] - row["test_acc"]
     row.pop("batch_id", None)
-    for key, value in row.items():
-        rows.columns[key].append(value)
+    n = len(rows.weights)  # rows so far: a key only some runs have (momentum of SGD runs in an
+    for key in row.keys() - rows.columns.keys():  # SGD/Adam grid) is null in the others
+        rows.columns[key] = [None] * n
+    for key, column in rows.columns.items():
+        column.append(row.get(key))
     rows.weights.append(flat.astype(np.float32))
 
 

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from . import __version__, pipeline
 from .build import build_dataset
-from .dist import ExecOptions, JsonLog, StageBar, StageLog, with_cluster_config
+from .dist import ExecOptions, JsonLog, StageBar, StageLog, resolve_device, with_cluster_config
 from .errors import ZooError
 from .recipe import Recipe, load_recipe
 from .store import Manifest, is_remote, store_location
@@ -100,23 +100,37 @@ def _options(
 
 
 def _train(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
-    """Train with a progress bar (unless quiet; failures are summarized at the end either way)
-    and a JSON event log; Ctrl-C or SIGTERM stops the workers and exits with 130."""
-    plan = pipeline.plan(recipe)
-    log = StageLog("train", plan.batches)
+    """Train with a progress bar and a JSON event log (see :func:`_stage`)."""
+    return _stage("train", pipeline.plan(recipe).batches, pipeline.train, recipe, options,
+                  quiet, json_log)  # fmt: skip
+
+
+def _landscape(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
+    """Annotate with a progress bar and a JSON event log; stops on failed batches."""
+    batches = pipeline.plan_landscape_batches(recipe)
+    summary = _stage("landscape", batches, pipeline.landscape, recipe, options, quiet, json_log)
+    pipeline.raise_for_failures(summary, recipe, stage="landscape")
+
+
+def _stage(stage: str, batches: list, fn, recipe: Recipe, options: ExecOptions,
+           quiet: bool = False, json_log=None):  # fmt: skip
+    """Run one stage (``fn``: pipeline.train or pipeline.landscape) with a progress bar (unless
+    quiet; failures are summarized at the end either way) and a JSON event log; Ctrl-C or
+    SIGTERM stops the workers and exits with 130."""
+    log = StageLog(stage, batches)
     with contextlib.ExitStack() as stack:
         if json_log is not None:
             log.listeners.append(stack.enter_context(contextlib.closing(JsonLog(json_log))))
         if not quiet:
-            log.listeners.append(stack.enter_context(StageBar(console, "train", len(plan.batches))))
+            log.listeners.append(stack.enter_context(StageBar(console, stage, len(batches))))
         try:
-            summary = pipeline.train(recipe, options, log, on_start=log.start)
+            summary = fn(recipe, options, log, on_start=log.start)
         except KeyboardInterrupt:
             log.end(None, interrupted=True)
             stack.close()
             console.print(
-                f"[yellow]interrupted[/] after {log.done} new batches; finished batches are "
-                "saved: run the same command again to do the rest"
+                f"[yellow]interrupted[/] after {log.done} new {stage} batches; finished batches "
+                "are saved: run the same command again to do the rest"
             )
             raise typer.Exit(code=130) from None
         log.end(summary)
@@ -143,7 +157,7 @@ def run(
         summary = _train(rec, opts, quiet, json_log)
         pipeline.raise_for_failures(summary, rec)
         if rec.resolved["landscape"]["metrics"]:
-            _landscape(rec, opts)
+            _landscape(rec, opts, quiet, json_log)
         folder = build_dataset(rec, rec.out_dir)
     except ZooError as err:
         _fail(err)
@@ -198,11 +212,14 @@ def plan(recipe: RecipeArg, set: SetOpt = None):
     rec = _load(recipe, set)
     try:
         p = pipeline.plan(rec)
-        params = p.num_params()
+        params, memory = p.num_params(), p.memory_bytes()
+        device = resolve_device(rec.execution.get("device") or "auto")
+        seconds = p.estimated_seconds(device)
     except ZooError as err:
         _fail(err)
     table = Table(title=f"plan of {rec.name}")
-    cols = ("batch", "runs", "arch", "params", "optimizer", "batch size", "epochs", "checkpoints")
+    cols = ("batch", "runs", "arch", "params", "optimizer", "batch size", "epochs", "checkpoints",
+            "memory")  # fmt: skip
     for col in cols:
         table.add_column(col)
     for b in p.batches:
@@ -210,13 +227,25 @@ def plan(recipe: RecipeArg, set: SetOpt = None):
         table.add_row(b.batch_id, str(len(b.runs)), r.model["arch"], f"{params[b.batch_id]:,}",
                       r.train["optimizer"],
                       str(r.train["batch_size"]), str(r.train["epochs"]),
-                      ",".join(map(str, r.checkpoints)))  # fmt: skip
+                      ",".join(map(str, r.checkpoints)),
+                      f"{memory[b.batch_id] / 2**20:,.0f} MiB")  # fmt: skip
     Console().print(table)
+    workers = max(1, rec.execution.get("workers") or 1)
     Console().print(
         f"{len(p.runs)} runs in {len(p.batches)} population batches, {p.checkpoints} checkpoints; "
-        f"estimated storage {p.storage_bytes() / 2**20:.1f} MiB "
+        f"estimated storage {p.storage_bytes() / 2**20:.1f} MiB, peak memory per batch "
+        f"{max(memory.values(), default=0) / 2**20:,.0f} MiB, training about "
+        f"{_duration(seconds / workers)} on {workers} {device} worker(s) "
+        "(rough: within 3x on the shipped recipes) "
         f"-> {rec.out_dir}"
     )
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``7 min``, ``3.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 @app.command()
@@ -286,22 +315,6 @@ def inspect(out: OutArg):
     if not (out / "dataset" / "layout.json").exists():
         _fail(ZooError(f"{out}/dataset is not built; run `zoo build {out}` first"))
     _print_inspect(out)
-
-
-def _landscape(rec: Recipe, options: ExecOptions) -> None:
-    batches = pipeline.plan_landscape_batches(rec)
-    with Progress(TextColumn("[bold]landscape[/]"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), console=console) as bar:  # fmt: skip
-        task = bar.add_task("landscape", total=len(batches))
-
-        def progress(event, batch, error):
-            bar.update(task, advance=1)
-            if error:
-                console.print(f"[red]batch {batch.batch_id} failed:[/] {escape(error)}")
-
-        summary = pipeline.landscape(rec, options, progress)
-        bar.update(task, completed=len(batches))
-    pipeline.raise_for_failures(summary, rec, stage="landscape")
 
 
 @app.command()

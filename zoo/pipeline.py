@@ -16,15 +16,19 @@ from .errors import DistError
 from .landscape import LandscapeBatch, landscape_task, plan_landscape
 from .models import build_model
 from .recipe import Recipe, RunConfig, expand_recipe
-from .store import Manifest, atomic_write_bytes
+from .store import atomic_write_bytes
 from .tasks import load_task
-from .training import PopulationBatch, memory_model, plan_batches, population_key
+from .training import PopulationBatch, default_chunk, memory_model, plan_batches, population_key
 
 ROW_OVERHEAD_BYTES = 400  # ids, metrics and hyperparameter columns of one row, roughly
 # float32 FLOP/s one worker sustains on population batches of small models, for time estimates:
 # CPU measured by benchmarks/train_throughput.py (37-50 GFLOP/s per core on a 2-core EPYC, taken
 # lower for slower cores); GPU a rough guess for small models (launch-bound), not yet measured.
 WORKER_FLOPS = {"cpu": 30e9, "cuda": 2e12}
+# The fixed cost of one chunk step (forward, backward, optimizer), fitted on CPU to the
+# quickstart (small MLPs, step-bound) and fashion_cnn_s_hyperparameter_grid (compute-bound);
+# GPU a guess (kernel launches).
+STEP_SECONDS = {"cpu": 6e-3, "cuda": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -86,10 +90,25 @@ class Plan:
             out[batch.batch_id] = per_kind[key] * len(batch.runs)
         return out
 
+    def steps(self) -> int:
+        """Optimizer steps of every chunk of every batch (what the fixed cost of a step, in
+        Python and kernel launches, multiplies)."""
+        total, chunk = 0, self.recipe.execution["chunk_size"]
+        for batch in self.batches:
+            run = batch.runs[0]
+            n_train = len(load_task(run.task).x_train)
+            per_epoch = math.ceil(n_train / run.train["batch_size"])
+            chunks = math.ceil(len(batch.runs) / (chunk or default_chunk(run.model)))
+            total += per_epoch * run.train["epochs"] * chunks
+        return total
+
     def estimated_seconds(self, device: str = "cpu") -> float:
-        """Worker-seconds the plan needs on ``device`` (cpu or cuda): FLOPs / ``WORKER_FLOPS``.
-        A rough figure (x2 either way); divide by the number of workers for the wall time."""
-        return sum(self.flops().values()) / WORKER_FLOPS[device]
+        """Worker-seconds the plan needs on ``device`` (cpu or cuda): FLOPs / ``WORKER_FLOPS``
+        plus ``STEP_SECONDS`` per chunk step. Rough: within 3x of the measured runtimes of the
+        shipped recipes (2-core CPU, 2 workers). Divide by the
+        number of workers for the wall time."""
+        compute = sum(self.flops().values()) / WORKER_FLOPS[device]
+        return compute + self.steps() * STEP_SECONDS[device]
 
 
 def forward_flops(run: RunConfig) -> int:
@@ -171,13 +190,12 @@ def plan_landscape_batches(recipe: Recipe) -> list[LandscapeBatch]:
     return plan_landscape(expand_recipe(recipe), settings, recipe.execution["population_size"])
 
 
-def landscape(recipe: Recipe, options: ExecOptions, progress: Progress | None = None) -> RunSummary:
+def landscape(
+    recipe: Recipe, options: ExecOptions, progress: Progress | None = None, **kwargs
+) -> RunSummary:
     """Annotate the trained checkpoints with the recipe's landscape metrics (resumable: batches
-    whose metric shard the manifest holds are skipped)."""
-    out = recipe.out_dir
+    whose metric shard the manifest holds are skipped); ``kwargs`` go to
+    :func:`zoo.dist.run_stage` (``client``, ``on_start``)."""
     batches = plan_landscape_batches(recipe)
-    done = Manifest(out).done_batch_ids("landscape", exts=("parquet",))
-    todo = [b for b in batches if b.batch_id not in done]
-    summary = run_stage("landscape", todo, landscape_task, out, options, progress)
-    summary.skipped += [b.batch_id for b in batches if b.batch_id in done]
-    return summary
+    return run_stage("landscape", batches, landscape_task, recipe.out_dir, options, progress,
+                     done_exts=("parquet",), **kwargs)  # fmt: skip

@@ -302,10 +302,25 @@ def consistency_problems(data: dict) -> list[str]:
             f"checkpoints.epochs: {too_late} exceed train.epochs ({min(epochs)}); "
             f"checkpoint epochs must lie in 0..train.epochs"
         )
+    out += _landscape_at_problems(data, epochs)
     splits = (data.get("output") or {}).get("splits")
     if splits is not None and abs(sum(splits.values()) - 1.0) > 1e-6:
         out.append(f"output.splits: fractions {splits} sum to {sum(splits.values())}, not 1")
     return out
+
+
+def _landscape_at_problems(data: dict, epochs: list[int]) -> list[str]:
+    """``landscape.at`` must name epochs that every run saves a checkpoint at."""
+    at = (data.get("landscape") or {}).get("at") or []
+    if not at or not (data.get("landscape") or {}).get("metrics"):
+        return []
+    spec = data.get("checkpoints") or {}
+    saved = set.intersection(*(set(checkpoint_epochs(spec, e)) for e in set(epochs)))
+    missing = sorted(set(at) - saved)
+    if not missing:
+        return []
+    return [f"landscape.at: {missing} are not checkpoint epochs of every run; allowed: "
+            f"{sorted(saved)} (add them to checkpoints.epochs)"]  # fmt: skip
 
 
 def fill_defaults(data: dict) -> dict:
