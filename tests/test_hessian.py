@@ -81,3 +81,50 @@ def test_a_model_with_nan_weights_does_not_touch_the_others():
     )
     assert torch.isnan(mixed.values[1]).all() and not mixed.converged[1]
     torch.testing.assert_close(mixed.values[[0, 2]], clean.values[[0, 2]])
+
+
+def test_models_that_stop_early_leave_the_graph_and_the_rest_are_unchanged():
+    """Models converge at different iterations: the graph shrinks (counted products), and every
+    model's eigenvalues, iterations and trace equal its run alone, with a plain callable too."""
+    g = torch.Generator().manual_seed(0)
+    spectra = [torch.linspace(1, s, 30, dtype=torch.float64) for s in (1.5, 4.0, 50.0, 900.0)]
+    bases = [
+        torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=torch.float64))[0] for _ in spectra
+    ]
+    h = torch.stack([q @ torch.diag(s) @ q.T for q, s in zip(bases, spectra, strict=True)])
+    calls = []
+
+    def products(hs):  # a callable without `subset`: stopped rows ride along as zeros
+        def hvp(v):
+            calls.append(len(v))
+            return torch.einsum("mpq,mq->mp", hs, v)
+
+        return hvp
+
+    starts = torch.randn(4, 30, generator=g, dtype=torch.float64)
+    together = lanczos_top(products(h), 30, 4, starts, k=1, iterations=30, tol=1e-6)
+    assert set(calls) == {4}
+    assert len(set(together.iterations.tolist())) > 1  # they did stop at different iterations
+    for i in range(4):
+        alone = lanczos_top(products(h[i : i + 1]), 30, 1, starts[i : i + 1], 1, 30, 1e-6)
+        assert together.iterations[i] == alone.iterations[0]
+        torch.testing.assert_close(together.values[i], alone.values[0], rtol=1e-10, atol=0)
+        torch.testing.assert_close(together.values[i, 0], spectra[i][-1], rtol=1e-6, atol=0)
+
+    module, layout, flat, x, y = _population(m=4, seed=3)
+    hvp = PopulationHVP(module, unflatten(flat, layout), x, y)
+    sizes = []
+    original = PopulationHVP.__call__
+    PopulationHVP.__call__ = lambda self, v: sizes.append(self.m) or original(self, v)
+    try:
+        probes = torch.stack(
+            [rademacher(torch.Generator().manual_seed(i), 60, 75) for i in range(4)], 1
+        )
+        tols = hutchinson_trace(hvp, probes, tol=0.15)  # stops after 14, 45, 25, 10 probes
+    finally:
+        PopulationHVP.__call__ = original
+    assert sizes[:10] == [4] * 10 and sizes[-1] == 1  # shrank once half had stopped
+    for i in range(4):
+        alone = hutchinson_trace(hvp.subset(torch.tensor([i])), probes[:, i : i + 1], tol=0.15)
+        assert tols.probes[i] == alone.probes[0]
+        torch.testing.assert_close(tols.trace[i], alone.trace[0], rtol=1e-9, atol=1e-12)

@@ -38,6 +38,7 @@ class PopulationHVP:
     """
 
     def __init__(self, module: nn.Sequential, params: dict, x: torch.Tensor, y: torch.Tensor):
+        self.module, self.x, self.y = module, x, y
         self.names = list(params)
         self.leaves = [params[n].detach().clone().requires_grad_(True) for n in self.names]
         self.m = self.leaves[0].shape[0]
@@ -53,6 +54,11 @@ class PopulationHVP:
     @property
     def num_params(self) -> int:
         return sum(self.sizes)
+
+    def subset(self, rows: torch.Tensor) -> PopulationHVP:
+        """The products of the models at ``rows`` only (a new, smaller graph)."""
+        params = {n: leaf.detach()[rows] for n, leaf in zip(self.names, self.leaves, strict=True)}
+        return PopulationHVP(self.module, params, self.x, self.y)
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """``(M, P)`` vectors -> ``(M, P)`` products ``H_m v_m``."""
@@ -92,16 +98,19 @@ def _ritz(alphas: list, betas: list, k: int):
 def lanczos_top(hvp, p: int, m: int, starts: torch.Tensor, k: int, iterations: int, tol: float):
     """Batched Lanczos for the k algebraically largest eigenvalues of each model's Hessian.
 
+    A model stops on its own residual; once half the models of the graph have stopped, the
+    rest go on with a graph of their own (``hvp.subset``), so converged models cost little.
+
     Args:
-        hvp: ``(M, P) -> (M, P)`` products.
+        hvp: ``(M, P) -> (M, P)`` products (a :class:`PopulationHVP`, or any callable).
         starts: ``(M, P)`` start vectors (from each model's own seed).
         k, iterations, tol: number of eigenvalues, most iterations, residual tolerance.
     """
     dtype = starts.dtype
     k = min(k, p)
+    rows = torch.arange(m)  # the models the current graph holds, as indices into the result
     q = starts / starts.norm(dim=1, keepdim=True)
     basis, alphas, betas = [q], [], []
-    done = torch.zeros(m, dtype=torch.bool)
     result = EigResult(
         torch.full((m, k), float("nan"), dtype=dtype),
         torch.full((m,), float("nan"), dtype=dtype),
@@ -118,22 +127,48 @@ def lanczos_top(hvp, p: int, m: int, starts: torch.Tensor, k: int, iterations: i
         top, resid = _ritz(alphas, betas, k)
         finite = torch.isfinite(top).all(1) & torch.isfinite(resid)
         breakdown = betas[-1] <= 1e-10 * alphas[-1].abs().clamp_min(1e-30)
-        stop = ~done & (((resid <= tol) & (j + 1 >= k)) | breakdown | ~finite)
-        stop |= ~done & (j + 1 == min(iterations, p))
-        _freeze(result, stop, top, resid, j + 1, tol)
-        done |= stop
-        if bool(done.all()):
+        stop = ((resid <= tol) & (j + 1 >= k)) | breakdown | ~finite
+        stop |= j + 1 == min(iterations, p)
+        _freeze(result, rows[stop], top[stop], resid[stop], j + 1, tol)
+        if bool(stop.all()):
             break
         basis.append(w / betas[-1].clamp_min(1e-30)[:, None])
+        if stop.any():  # go on with the models still iterating
+            keep = (~stop).nonzero().flatten()
+            hvp = _shrink(hvp, keep, stop)
+            rows = rows[keep]
+            basis, alphas, betas = ([t[keep] for t in ts] for ts in (basis, alphas, betas))
     return result
 
 
-def _freeze(result: EigResult, stop, top, resid, iters: int, tol: float) -> None:
-    kk = top.shape[1]
-    result.values[stop, :kk] = top[stop]
-    result.residual[stop] = resid[stop]
-    result.iterations[stop] = iters
-    result.converged[stop] = resid[stop] <= tol
+def _shrink(hvp, keep: torch.Tensor, stop: torch.Tensor):
+    """``hvp`` restricted to its rows ``keep``. Until half the rows of the graph have stopped,
+    the stopped rows ride along as zero vectors (a new graph costs about one product); then the
+    rows left get a graph of their own (``subset``)."""
+    base, n = (hvp.base, hvp.n) if isinstance(hvp, _Padded) else (hvp, len(stop))
+    rows = hvp.rows[keep] if isinstance(hvp, _Padded) else keep
+    if hasattr(base, "subset") and 2 * len(rows) <= n:
+        return base.subset(rows)
+    return _Padded(base, rows, n)
+
+
+class _Padded:
+    """The products of rows ``rows`` of an ``n``-row ``base``: the other rows get zeros."""
+
+    def __init__(self, base, rows: torch.Tensor, n: int):
+        self.base, self.rows, self.n = base, rows, n
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        full = v.new_zeros(self.n, v.shape[1])
+        full[self.rows] = v
+        return self.base(full)[self.rows]
+
+
+def _freeze(result: EigResult, rows, top, resid, iters: int, tol: float) -> None:
+    result.values[rows, : top.shape[1]] = top
+    result.residual[rows] = resid
+    result.iterations[rows] = iters
+    result.converged[rows] = resid <= tol
 
 
 @dataclass
@@ -152,19 +187,22 @@ def hutchinson_trace(hvp, probes: torch.Tensor, tol: float) -> TraceResult:
         torch.full((m,), float("nan"), dtype=probes.dtype),
         torch.zeros(m, dtype=torch.long),
     )
-    done = torch.zeros(m, dtype=torch.bool)
+    rows = torch.arange(m)  # the models still sampling, as indices into the result
     for i in range(n):
-        z = probes[i]
+        z = probes[i, rows]
         samples.append((z * hvp(z)).sum(1))
         s = torch.stack(samples)  # (i+1, M)
         mean = s.mean(0)
         se = s.std(0) / (i + 1) ** 0.5 if i > 0 else torch.full_like(mean, float("inf"))
-        stop = ~done & (((i + 1 >= MIN_TRACE_PROBES) & (se <= tol * mean.abs())) | (i + 1 == n))
-        stop |= ~done & ~torch.isfinite(mean)
-        out.trace[stop], out.stderr[stop], out.probes[stop] = mean[stop], se[stop], i + 1
-        done |= stop
-        if bool(done.all()):
+        stop = ((i + 1 >= MIN_TRACE_PROBES) & (se <= tol * mean.abs())) | (i + 1 == n)
+        stop |= ~torch.isfinite(mean)
+        done = rows[stop]
+        out.trace[done], out.stderr[done], out.probes[done] = mean[stop], se[stop], i + 1
+        if bool(stop.all()):
             break
+        if stop.any():
+            keep = (~stop).nonzero().flatten()
+            hvp, rows, samples = _shrink(hvp, keep, stop), rows[keep], [t[keep] for t in samples]
     return out
 
 

@@ -221,7 +221,7 @@ def _hessian_columns(lb, module, layout, flat, ok, x, y, epoch) -> dict[str, lis
         "hessian_trace_se": list(nan),
         "hessian_trace_probes": [0] * m,
     }
-    chunk = 4 if lb.runs[0].model["arch"] != "mlp" else 16
+    chunk = h["models_per_graph"]
     good = ok.nonzero().flatten().tolist()
     for c in range(0, len(good), chunk):
         idx = good[c : c + chunk]
