@@ -38,6 +38,14 @@ def test_population_forward_equals_each_module(cfg, shape):
     ref = torch.stack([m(x[i]) for i, m in enumerate(mods)])
     assert out.shape == (3, 5, 10)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    shared = x[0].expand(3, *x[0].shape)  # one input for all: the first-layer fast paths
+    ref = torch.stack([m(x[0]) for m in mods])
+    for unfold in (False, True):
+        got = forward_population(mods[0], params, shared, unfold_first=unfold)
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    one = {n: t[:1] for n, t in params.items()}
+    got = forward_population(mods[0], one, x[:1], unfold_first=True)  # M = 1
+    torch.testing.assert_close(got[0], mods[0](x[0]), atol=1e-5, rtol=1e-5)
 
 
 def test_parameter_counts_match_the_papers():

@@ -43,7 +43,8 @@ class PopulationHVP:
         self.leaves = [params[n].detach().clone().requires_grad_(True) for n in self.names]
         self.m = self.leaves[0].shape[0]
         leaves = dict(zip(self.names, self.leaves, strict=True))
-        logits = forward_population(module, leaves, x.expand(self.m, *x.shape))  # (M, N, C)
+        xs = x.expand(self.m, *x.shape)
+        logits = forward_population(module, leaves, xs, unfold_first=True)  # (M, N, C)
         m, n, c = logits.shape
         losses = F.cross_entropy(logits.reshape(m * n, c), y.repeat(m), reduction="none")
         self.losses = losses.view(m, n).mean(1).detach()  # (M,)

@@ -221,7 +221,7 @@ def _hessian_columns(lb, module, layout, flat, ok, x, y, epoch) -> dict[str, lis
         "hessian_trace_se": list(nan),
         "hessian_trace_probes": [0] * m,
     }
-    chunk = h["models_per_graph"]
+    chunk = h["models_per_graph"] or (1 if lb.runs[0].model["arch"] == "mlp" else 4)
     good = ok.nonzero().flatten().tolist()
     for c in range(0, len(good), chunk):
         idx = good[c : c + chunk]
