@@ -22,18 +22,13 @@ from typer.testing import CliRunner
 
 import zoo
 from zoo.cli import app
-from zoo.dist import (
-    ExecOptions,
-    StageLog,
-    jobqueue_cluster,
-    run_stage,
-    run_train,
-    train_task,
-    with_cluster_config,
-)
+from zoo.clusters import jobqueue_cluster, with_cluster_config
+from zoo.dist import ExecOptions, run_stage, run_train, train_task
 from zoo.errors import DistError, RecipeError
+from zoo.manifest import Manifest
 from zoo.pipeline import plan
-from zoo.store import Manifest, read_tensor_shard
+from zoo.progress import StageLog
+from zoo.store import read_tensor_shard
 from zoo.training import MemoryModel, memory_model, plan_batches
 
 from .conftest import tiny_recipe

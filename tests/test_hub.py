@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import zoo
 from zoo import hub as zoo_hub
+from zoo import hubfiles
 from zoo.cli import app
 from zoo.errors import HubError
 
@@ -197,7 +198,7 @@ def test_more_seeds_upload_changed_shards_and_delete_stale_ones(hub, built, tmp_
 
 
 def test_large_pushes_are_split_into_commits_card_last(hub, built, tmp_path, monkeypatch):
-    monkeypatch.setattr(zoo_hub, "COMMIT_FILES", 1)
+    monkeypatch.setattr(hubfiles, "COMMIT_FILES", 1)
     result = zoo.push(_copy(built, tmp_path), REPO)
     commits = [c for c in hub.commits if c["repo"] == REPO]
     assert len(commits) == len(result.commits) >= 3
@@ -315,19 +316,19 @@ def test_cli_push_to_a_branch_with_a_tag_then_pull(hub, built, tmp_path):
 
 
 def test_plan_push_compares_sha256_of_lfs_files_and_blob_ids_of_others():
-    a = zoo_hub.file_state("data/x.parquet", b"abc")
-    regular = zoo_hub.file_state("README.md", b"hello")
+    a = hubfiles.file_state("data/x.parquet", b"abc")
+    regular = hubfiles.file_state("README.md", b"hello")
     remote = {
-        "data/x.parquet": zoo_hub.FileState("data/x.parquet", 3, a.sha256, "pointer-oid"),
-        "README.md": zoo_hub.FileState("README.md", 5, None, regular.git_oid),
-        "data/old.parquet": zoo_hub.FileState("data/old.parquet", 1, "0" * 64, "x"),
-        "notes.txt": zoo_hub.FileState("notes.txt", 1, None, "y"),
+        "data/x.parquet": hubfiles.FileState("data/x.parquet", 3, a.sha256, "pointer-oid"),
+        "README.md": hubfiles.FileState("README.md", 5, None, regular.git_oid),
+        "data/old.parquet": hubfiles.FileState("data/old.parquet", 1, "0" * 64, "x"),
+        "notes.txt": hubfiles.FileState("notes.txt", 1, None, "y"),
     }
     local = {"data/x.parquet": a, "README.md": regular,
-             "layout.json": zoo_hub.file_state("layout.json", b"{}")}  # fmt: skip
-    plan = zoo_hub.plan_push(local, remote)
-    assert plan == zoo_hub.PushPlan(("layout.json",), ("data/old.parquet",),
-                                    ("README.md", "data/x.parquet"))  # fmt: skip
+             "layout.json": hubfiles.file_state("layout.json", b"{}")}  # fmt: skip
+    plan = hubfiles.plan_push(local, remote)
+    assert plan == hubfiles.PushPlan(("layout.json",), ("data/old.parquet",),
+                                     ("README.md", "data/x.parquet"))  # fmt: skip
     # git's blob id of b"hello", as `git hash-object` prints it
     assert regular.git_oid == "b6fc4c620b67d95f953a5c1c1230aaab5db5a1b0"
 

@@ -1,5 +1,6 @@
 """The landscape stage end to end on a tiny zoo."""
 
+import json
 import math
 
 import datasets
@@ -9,9 +10,10 @@ import torch
 import zoo
 from zoo.dist import ExecOptions
 from zoo.landscape import LandscapeBatch, annotate, plan_landscape
+from zoo.manifest import Manifest
 from zoo.pipeline import landscape, plan_landscape_batches
+from zoo.plot import cell_grid
 from zoo.recipe import expand_recipe
-from zoo.store import Manifest
 
 from .conftest import tiny_recipe
 
@@ -21,6 +23,7 @@ LANDSCAPE = {
     "probe": {"batches": 2, "batch_size": 32},
     "hessian": {"iterations": 15, "trace_probes": 12},
     "bezier": {"epochs": 2},
+    "barrier": {"aligned": True},
 }
 
 
@@ -39,6 +42,7 @@ def test_rows_carry_every_metric_and_a_phase(tmp_path):
         assert r["hessian_eig_iterations"] >= 1 and len(r["layer_alpha"]) == 2
         assert 0 <= r["cka_mean"] <= 1 + 1e-9 and r["cell_pairs"] == 1
         assert math.isfinite(r["mc_mean"]) and math.isfinite(r["barrier_mean"])
+        assert 0 <= r["barrier_aligned_mean"] < math.inf  # endpoints lie on the path: >= 0
         assert r["phase"] in ("I", "II", "III", "IV-A", "IV-B")
         assert r["phase_rule"] == "yang2021-zoo-v1"
     assert all(r["probe_loss"] is None for r in rows if r["epoch"] == 0)
@@ -123,9 +127,28 @@ def test_cli_landscape_then_plot(tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
-    png = tmp_path / "plots" / "mlp_d1_w8_hessian_top_eig.png"
+    png = tmp_path / "plots" / "hessian_top_eig.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = runner.invoke(
         app, ["plot", str(tmp_path), "--x", "train.lr", "--y", "seed", "--metric", "no_such_metric"]
     )
     assert result.exit_code == 2 and "nothing to plot" in result.output
+
+
+def test_phase_diagrams_span_the_configs_of_a_width_axis(tmp_path):
+    """Widths are separate configs (layouts); the card's diagrams still put them on one axis."""
+    recipe = tiny_recipe(tmp_path, grid={"model.width": [4, 8], "train.lr": [0.05, 0.1]}, seeds=1,
+                         landscape={"metrics": ["weights"]})  # fmt: skip
+    folder = zoo.run(recipe)
+    assert sorted(json.loads((folder / "layout.json").read_text())) == ["mlp_d1_w4", "mlp_d1_w8"]
+    images = sorted(p.name for p in (folder / "images").glob("*.png"))
+    assert "distance_from_init_rel.png" in images and "test_acc.png" in images
+    assert "](images/distance_from_init_rel.png)" in (folder / "README.md").read_text()
+    splits = [
+        s
+        for c in ("mlp_d1_w4", "mlp_d1_w8")
+        for s in datasets.load_dataset(str(folder), c).values()
+    ]
+    rows = [r for split in splits for r in split.to_list()]
+    xs, ys, grid, _ = cell_grid(rows, "model.width", "train.lr", "distance_from_init_rel", 2)
+    assert (xs, ys) == ([4, 8], [0.05, 0.1]) and all(v > 0 for line in grid for v in line)

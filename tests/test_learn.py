@@ -15,17 +15,16 @@ from zoo.errors import ZooError
 from zoo.learn import (
     STATISTICS,
     LearnReport,
-    NeuronSets,
     Score,
     ZooSplits,
     classify_phase,
     learn,
     load_splits,
-    neuron_features,
     regression_scores,
     weight_statistics,
 )  # fmt: skip
 from zoo.models import build_model
+from zoo.weightnets import NeuronSets, neuron_features
 
 from .conftest import tiny_recipe
 

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import zoo
 from zoo.cli import app
 from zoo.dist import ExecOptions
-from zoo.store import Manifest
+from zoo.manifest import Manifest
 
 from .conftest import tiny_recipe
 

@@ -1,4 +1,4 @@
-"""Tests of zoo.store: atomic shards, the manifest, verify."""
+"""Tests of zoo.store and the layers under it: atomic files (zoo.fsio), shards, the manifest."""
 
 from __future__ import annotations
 
@@ -12,19 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from zoo import SCHEMA_VERSION, __version__, store
+from zoo import SCHEMA_VERSION, __version__, fsio, manifest, store
 from zoo.errors import StoreError
-from zoo.store import (
-    Manifest,
-    Problem,
-    ShardRecord,
-    atomic_write_bytes,
-    read_table_shard,
-    read_tensor_shard,
-    sha256_file,
-    write_table_shard,
-    write_tensor_shard,
-)
+from zoo.fsio import atomic_write_bytes, sha256_file
+from zoo.manifest import Manifest, Problem, ShardRecord
+from zoo.store import read_table_shard, read_tensor_shard, write_table_shard, write_tensor_shard
 
 
 def _record(path: str = "shards/train/b1.safetensors", **kw) -> ShardRecord:
@@ -211,7 +203,7 @@ def _failing_replace(src, dst):
 
 def test_atomic_write_failure_leaves_no_partial(tmp_path, monkeypatch):
     target = tmp_path / "shards" / "train" / "b1.safetensors"
-    monkeypatch.setattr(store.os, "replace", _failing_replace)
+    monkeypatch.setattr(fsio.os, "replace", _failing_replace)
     with pytest.raises(StoreError, match="b1.safetensors"):
         atomic_write_bytes(target, b"x" * 1000)
     assert not target.exists()
@@ -221,7 +213,7 @@ def test_atomic_write_failure_leaves_no_partial(tmp_path, monkeypatch):
 def test_atomic_write_failure_keeps_old_content(tmp_path, monkeypatch):
     target = tmp_path / "f.bin"
     atomic_write_bytes(target, b"old")
-    monkeypatch.setattr(store.os, "replace", _failing_replace)
+    monkeypatch.setattr(fsio.os, "replace", _failing_replace)
     with pytest.raises(OSError):
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
@@ -367,8 +359,27 @@ def test_verify_grown_file_is_size_problem(tmp_path):
 
 
 def test_sha256_file_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "HASH_CHUNK", 7)
+    monkeypatch.setattr(fsio, "HASH_CHUNK", 7)
     f = tmp_path / "x.bin"
     payload = os.urandom(100)
     f.write_bytes(payload)
     assert sha256_file(f) == hashlib.sha256(payload).hexdigest()
+
+
+# The file layer and the manifest moved out of zoo.store; their names must stay importable there.
+STORE_REEXPORTS = {
+    fsio: (
+        "HASH_CHUNK", "WHOLE_OBJECT_PROTOCOLS", "atomic_write_bytes", "is_remote", "read_bytes",
+        "sha256_file", "store_location",
+    ),
+    manifest: (
+        "RECOMPUTE_HINT", "SHARD_EXTS", "VERIFY_HINT", "Manifest", "Problem", "ShardRecord",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("home", list(STORE_REEXPORTS), ids=lambda m: m.__name__)
+def test_store_reexports_moved_names(home):
+    for name in STORE_REEXPORTS[home]:
+        assert getattr(store, name) is getattr(home, name), name
+        assert name in store.__all__, name

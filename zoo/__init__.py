@@ -16,8 +16,9 @@ from .align import loss_barrier, match_weights  # noqa: E402
 from .augment import AUGMENTATIONS, Augmenter  # noqa: E402
 from .build import build_dataset, load_layout  # noqa: E402
 from .errors import ZooError  # noqa: E402
-from .hub import iter_weights, load, pull, push  # noqa: E402
+from .hub import pull, push  # noqa: E402
 from .layout import Layout, PermutationSpec, apply_permutation, flatten, unflatten  # noqa: E402
+from .loader import iter_weights, load  # noqa: E402
 from .models import ARCHITECTURES, build_model, forward_population, to_module  # noqa: E402
 from .pipeline import plan, run, train  # noqa: E402
 from .recipe import Recipe, RunConfig, expand_recipe, load_recipe  # noqa: E402

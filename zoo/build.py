@@ -28,15 +28,17 @@ import pyarrow.parquet as pq
 from . import SCHEMA_VERSION, __version__
 from .card import render_card
 from .errors import BuildError
+from .fsio import atomic_write_bytes
 from .ids import data_file, split_of
 from .landscape import COLUMN_DOCS as LANDSCAPE_DOCS
 from .landscape import plan_landscape
 from .layout import Layout
+from .manifest import Manifest
 from .models import layout_name
 from .phases import cell_inputs, label_cells
 from .plot import plot_metrics
 from .recipe import Recipe, expand_recipe, recipe_schema
-from .store import Manifest, atomic_write_bytes, read_table_shard, read_tensor_shard
+from .store import read_table_shard, read_tensor_shard
 
 # Viewer-friendly Parquet (issue 5): the dataset viewer wants row groups <= 100 MB and files
 # <= 500 MB; both limits are taken on uncompressed bytes, so compressed files are smaller still.
@@ -296,19 +298,19 @@ def attach_landscape(configs: dict[str, ConfigRows], recipe: Recipe, out_dir: Pa
 
 
 def draw_figures(configs: dict[str, ConfigRows], recipe: Recipe, folder: Path) -> list[Path]:
-    """Phase diagrams over the first two grid axes at the last annotated epoch, per config."""
+    """Phase diagrams over the first two grid axes at the last annotated epoch, one per metric
+    over the rows of every config (an axis such as ``model.width`` spans configs)."""
     grid = list(recipe.resolved["grid"])
     if not recipe.resolved["landscape"]["metrics"] or not grid:
         return []
     x, y = (grid[0], grid[1]) if len(grid) > 1 else (grid[0], "seed")
-    written = []
-    for name, part in configs.items():
-        n = len(part.columns["checkpoint_id"])
-        rows = [{k: v[i] for k, v in part.columns.items()} for i in range(n)]
-        epochs = [r["epoch"] for r in rows if r.get("probe_loss") is not None]
-        if epochs:
-            written += plot_metrics(rows, x, y, max(epochs), folder / "images", f"{name}_")
-    return written
+    rows = [
+        {k: v[i] for k, v in part.columns.items()}
+        for part in configs.values()
+        for i in range(len(part.weights))
+    ]
+    epochs = [r["epoch"] for r in rows if r.get("probe_loss") is not None]
+    return plot_metrics(rows, x, y, max(epochs), folder / "images", "") if epochs else []
 
 
 def status_counts(table: pa.Table) -> Counter:

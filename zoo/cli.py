@@ -16,10 +16,13 @@ from rich.table import Table
 
 from . import __version__, pipeline
 from .build import build_dataset
-from .dist import ExecOptions, JsonLog, StageBar, StageLog, resolve_device, with_cluster_config
+from .clusters import with_cluster_config
+from .dist import ExecOptions, resolve_device
 from .errors import ZooError
+from .fsio import is_remote, store_location
+from .manifest import Manifest
+from .progress import JsonLog, StageBar, StageLog
 from .recipe import Recipe, load_recipe
-from .store import Manifest, is_remote, store_location
 
 app = typer.Typer(
     help=(
@@ -352,8 +355,9 @@ def plot(
 ):
     """Draw phase diagrams: PNG heatmaps of metrics over two grid axes, phases overlaid.
 
-    Writes OUT/plots/<config>_<metric>.png. Example:
-    zoo plot out/phase_zoo --x train.batch_size --y model.width
+    One heatmap per metric over the rows of every config (an axis such as model.width spans
+    configs), the mean over seeds and other axes in each cell. Writes OUT/plots/<metric>.png.
+    Example: zoo plot out/phase_zoo --x train.batch_size --y model.width
     """
     import datasets
 
@@ -362,14 +366,13 @@ def plot(
     folder = out / "dataset"
     if not (folder / "layout.json").exists():
         _fail(ZooError(f"{folder} is not built; run `zoo build {out}` first"))
-    written = []
+    rows = []
     for config in json.loads((folder / "layout.json").read_text()):
         splits = datasets.load_dataset(str(folder), config).values()
-        rows = [r for ds in splits for r in ds.remove_columns(["weights"]).to_list()]
-        annotated = [r["epoch"] for r in rows if r.get("probe_loss") is not None]
-        at = epoch if epoch is not None else max(annotated or [r["epoch"] for r in rows])
-        names = metric or DEFAULT_METRICS
-        written += plot_metrics(rows, x, y, at, out / "plots", f"{config}_", names)
+        rows += [r for ds in splits for r in ds.remove_columns(["weights"]).to_list()]
+    annotated = [r["epoch"] for r in rows if r.get("probe_loss") is not None]
+    at = epoch if epoch is not None else max(annotated or [r["epoch"] for r in rows])
+    written = plot_metrics(rows, x, y, at, out / "plots", "", metric or DEFAULT_METRICS)
     if not written:
         _fail(ZooError(f"nothing to plot: no values of {metric or 'the metrics'} over {x} x {y}"))
     for path in written:
@@ -472,7 +475,7 @@ def learn(
     Example: zoo learn out/quickstart --target test_acc --target epoch --repeats 3
     """
     from . import learn as baselines
-    from .store import atomic_write_bytes
+    from .fsio import atomic_write_bytes
 
     targets = list(baselines.TARGETS) if target in (["all"],) else (target or ["test_acc"])
     sets = augment or list(baselines.DEFAULT_AUGMENTATIONS)

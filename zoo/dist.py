@@ -11,27 +11,22 @@ through the scheduler, only batch specs and receipts.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import os
 import re
 import signal
-import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
+from .clusters import CLUSTERS, has_bokeh, make_cluster
 from .errors import DistError
-from .store import SHARD_EXTS, Manifest, ShardRecord, is_remote, store_location
+from .fsio import is_remote, store_location
+from .manifest import SHARD_EXTS, Manifest, ShardRecord
 from .training import PopulationBatch, train_population, write_train_shards
-
-CLUSTERS = ("local", "slurm", "pbs")
 
 
 @dataclass(frozen=True)
@@ -143,95 +138,13 @@ class StageStart:
     dashboard: str | None  # the Dask dashboard's address, when one is served
 
 
-# --- clusters -----------------------------------------------------------------------------------
-
-
-def _has_bokeh() -> bool:
-    return importlib.util.find_spec("bokeh") is not None
-
-
-def _cluster_schema() -> dict:
-    from .recipe import recipe_schema
-
-    return recipe_schema()["properties"]["execution"]["properties"]["cluster"]
-
-
-def _with_defaults(settings: dict) -> dict:
-    """``execution.cluster`` settings with the schema's defaults filled in (one level deep)."""
-    out = {}
-    for key, prop in _cluster_schema()["properties"].items():
-        if "properties" in prop:
-            nested = {k: p["default"] for k, p in prop["properties"].items()}
-            out[key] = {**nested, **settings.get(key, {})}
-        else:
-            out[key] = settings.get(key, prop["default"])
-    return out
-
-
-def jobqueue_kwargs(options: ExecOptions) -> dict:
-    """Arguments of ``SLURMCluster``/``PBSCluster`` from the recipe's ``execution.cluster``.
-
-    Each worker process runs one batch at a time (``--nthreads 1``) with ``threads_per_worker``
-    torch threads; GPU workers declare ``GPU=gpus_per_worker`` and SLURM jobs ask for the GPUs.
-    """
-    cfg = _with_defaults(options.cluster_settings)
-    processes = cfg["processes"] or max(1, cfg["cores"] // options.threads_per_worker)
-    extra, worker_args = list(cfg["job_extra"]), ["--nthreads", "1"]  # the last --nthreads wins
-    if options.gpus_per_worker:
-        worker_args += ["--resources", f"GPU={options.gpus_per_worker}"]
-        if options.cluster == "slurm" and not any("gres" in e or "gpus" in e for e in extra):
-            extra.append(f"--gres=gpu:{options.gpus_per_worker * processes}")
-    dashboard = options.dashboard and _has_bokeh()
-    return dict(
-        queue=cfg["queue"], account=cfg["account"], cores=cfg["cores"], processes=processes,
-        memory=cfg["memory"], walltime=cfg["walltime"], job_name="zoo-worker",
-        job_extra_directives=extra, worker_extra_args=worker_args,
-        job_script_prologue=[f"export OMP_NUM_THREADS={options.threads_per_worker}",
-                             *cfg["prologue"]],
-        interface=cfg["interface"], local_directory=cfg["local_directory"],
-        log_directory=cfg["log_directory"], python=cfg["python"] or sys.executable,
-        scheduler_options={"dashboard_address": ":8787" if dashboard else ":0",
-                           "dashboard": dashboard},
-    )  # fmt: skip
-
-
-def jobqueue_cluster(options: ExecOptions):
-    """A dask-jobqueue cluster (nothing is submitted until it is scaled)."""
-    try:
-        import dask_jobqueue
-    except ImportError as err:
-        raise DistError(
-            f"--cluster {options.cluster} needs dask-jobqueue; install it with "
-            "`pip install 'zoo[cluster]'` (or `pip install dask-jobqueue`)"
-        ) from err
-    cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[options.cluster]
-    return cls(**jobqueue_kwargs(options))
-
-
-def make_cluster(options: ExecOptions):
-    """The cluster ``options`` ask for: a LocalCluster, or jobqueue jobs (scaled or adaptive)."""
-    if options.cluster != "local":
-        cluster, cfg = jobqueue_cluster(options), _with_defaults(options.cluster_settings)
-        adaptive = cfg["adaptive"]
-        if adaptive["maximum"]:
-            cluster.adapt(minimum_jobs=adaptive["minimum"], maximum_jobs=adaptive["maximum"])
-        else:
-            cluster.scale(jobs=cfg["jobs"])
-        return cluster
-    from dask.distributed import LocalCluster
-
-    # one thread per process: two threads in one process spin-wait when the CPU is shared
-    resources = {"GPU": options.gpus_per_worker} if options.gpus_per_worker else None
-    return LocalCluster(
-        n_workers=options.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=":0", scheduler_kwargs={"dashboard": options.dashboard and _has_bokeh()},
-        env={"OMP_NUM_THREADS": str(options.threads_per_worker)}, resources=resources,
-    )  # fmt: skip
+# --- Dask clients ---------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def dask_client(options: ExecOptions) -> Iterator:
-    """A client on ``options.scheduler``, or on the cluster :func:`make_cluster` starts."""
+    """A client on ``options.scheduler``, or on the cluster that
+    :func:`zoo.clusters.make_cluster` starts."""
     from dask.distributed import Client
 
     if not options.scheduler:
@@ -268,7 +181,7 @@ def _check_gpu_workers(client, options: ExecOptions) -> None:
 
 def dashboard_link(client) -> str | None:
     with contextlib.suppress(Exception):
-        return client.dashboard_link if _has_bokeh() else None
+        return client.dashboard_link if has_bokeh() else None
     return None
 
 
@@ -414,145 +327,3 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def _error_text(err: BaseException) -> str:
     lines = traceback.format_exception_only(type(err), err)
     return "".join(lines).strip()
-
-
-# --- progress -----------------------------------------------------------------------------------
-
-
-class StageLog:
-    """Counts a stage's progress from :func:`run_stage`'s callbacks and hands each event, as a
-    JSON-ready dict, to its listeners (a progress display, a JSON log).
-
-    Pass ``on_start=log.start`` and ``progress=log``; call ``log.end(summary)`` at the end.
-    """
-
-    def __init__(self, stage: str, batches: list, listeners: list | None = None):
-        self.stage, self.listeners = stage, list(listeners or [])
-        self.runs = {b.batch_id: len(b.runs) for b in batches}
-        self.batches, self.models = len(batches), sum(self.runs.values())
-        self.done = self.failed = self.models_done = self.models_failed = self.skipped_models = 0
-        self.started = self.last = time.monotonic()
-
-    def emit(self, event: str, **extra) -> None:
-        elapsed = self.last - self.started  # up to the last batch, not the cluster's shutdown
-        rate = self.models_done / elapsed if elapsed > 0 else 0.0
-        left = self.models - self.skipped_models - self.models_done - self.models_failed
-        state = {
-            "time": datetime.now(UTC).isoformat(timespec="seconds"), "stage": self.stage,
-            "event": event, "batches": self.batches, "batches_done": self.done,
-            "batches_failed": self.failed, "models": self.models, "models_done": self.models_done,
-            "models_failed": self.models_failed, "models_skipped": self.skipped_models,
-            "models_per_s": round(rate, 3), "eta_s": round(left / rate, 1) if rate > 0 else None,
-            **extra,
-        }  # fmt: skip
-        for listener in self.listeners:
-            listener(state)
-
-    def start(self, info: StageStart) -> None:
-        self.started = self.last = time.monotonic()
-        self.skipped_models = info.skipped_runs
-        self.emit("start", batches_skipped=info.skipped, dashboard=info.dashboard)
-
-    def __call__(self, event: str, batch, error: str | None) -> None:
-        self.last = time.monotonic()
-        if event == "done":
-            self.done, self.models_done = self.done + 1, self.models_done + len(batch.runs)
-            self.emit("done", batch_id=batch.batch_id)
-        else:
-            self.failed, self.models_failed = self.failed + 1, self.models_failed + len(batch.runs)
-            runs = [r.run_id for r in batch.runs]
-            self.emit("failed", batch_id=batch.batch_id, run_ids=runs, error=error)
-
-    def end(self, summary: RunSummary | None, interrupted: bool = False) -> None:
-        counts = {"skipped": len(summary.skipped)} if summary else {}
-        self.emit("interrupted" if interrupted else "end", **counts)
-
-
-class JsonLog:
-    """A listener of :class:`StageLog` that appends one JSON object per event to a file."""
-
-    def __init__(self, path: str | Path):
-        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
-
-    def __call__(self, state: dict) -> None:
-        self.file.write(json.dumps(state) + "\n")
-        self.file.flush()
-
-    def close(self) -> None:
-        self.file.close()
-
-
-class StageBar:
-    """A listener of :class:`StageLog` that draws a rich progress bar (batches, models,
-    models/s, failures, ETA) and prints the dashboard address and each failure."""
-
-    def __init__(self, console, stage: str, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        self.console = console
-        columns = (TextColumn(f"[bold]{stage}[/]"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("batches · {task.fields[info]}"))  # fmt: skip
-        self.bar = Progress(*columns, console=console, transient=False)
-        self.task = self.bar.add_task(stage, total=total, info="starting workers")
-        self.skipped = 0
-
-    def __enter__(self) -> StageBar:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.stop()
-
-    def __call__(self, s: dict) -> None:
-        from rich.markup import escape
-
-        if s["event"] == "start":
-            self.skipped = s["batches_skipped"]
-            if s["dashboard"]:
-                self.console.print(f"Dask dashboard: {s['dashboard']}")
-            if self.skipped:
-                self.console.print(
-                    f"{self.skipped} of {s['batches']} batches already done: resuming"
-                )
-        elif s["event"] == "failed":
-            runs = ", ".join(s["run_ids"][:4]) + (" …" if len(s["run_ids"]) > 4 else "")
-            last = escape(s["error"].splitlines()[-1])
-            self.console.print(f"[red]batch {s['batch_id']} failed[/] (runs {runs}): {last}")
-        eta = "–" if s["eta_s"] is None else time.strftime("%H:%M:%S", time.gmtime(s["eta_s"]))
-        todo = s["models"] - s["models_skipped"]
-        info = f"{s['models_done']}/{todo} models · {s['models_per_s']:.1f} models/s · "
-        info += f"{s['batches_failed']} failed · ETA {eta}"
-        done = self.skipped + s["batches_done"] + s["batches_failed"]
-        self.bar.update(self.task, completed=done, info=info)
-
-
-def with_cluster_config(execution: dict, path: str | Path) -> dict:
-    """``execution`` with its ``cluster`` section updated from a YAML file of the same keys
-    (``kind``, ``queue``, ``cores``, ``memory``, ``walltime``, ``job_extra``, ``adaptive``…).
-
-    Raises:
-        RecipeError: naming every unknown key or bad value of the file.
-    """
-    import jsonschema
-    import yaml
-
-    from .errors import RecipeError
-
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as err:
-        raise RecipeError(str(path), [f"cannot read the cluster config: {err}"]) from err
-    problems = []
-    for e in jsonschema.Draft202012Validator(_cluster_schema()).iter_errors(data):
-        where = ".".join(map(str, ["cluster", *e.absolute_path]))
-        allowed = (
-            f"; allowed keys: {sorted(e.schema['properties'])}"
-            if "properties" in e.schema and e.validator == "additionalProperties"
-            else ""
-        )
-        problems.append(f"{where}: {e.message}{allowed}")
-    if problems:
-        raise RecipeError(str(path), sorted(problems))
-    current = _with_defaults(execution.get("cluster", {}))
-    adaptive = {**current["adaptive"], **data.get("adaptive", {})}
-    return {**execution, "cluster": {**current, **data, "adaptive": adaptive}}

@@ -1,10 +1,12 @@
-"""Publish a built zoo on the Hugging Face Hub and read it back: ``push``, ``pull``, ``load``.
+"""Publish a built zoo on the Hugging Face Hub and download it: ``push``, ``pull``, and the Hub
+plumbing they share with :mod:`zoo.loader` (``load``): the ``HfApi`` factory, the token, retries
+and the errors that say what to do.
 
 Every Hub call of ``zoo`` goes through :func:`hf_api`, the one ``HfApi`` factory; ``HfApi`` and
 ``datasets`` share ``huggingface_hub``'s HTTP client (``huggingface_hub.set_client_factory``),
 which is where the tests serve an in-process fake Hub.
 
-``push`` (resumable, idempotent):
+``push`` (resumable, idempotent; the plan itself is :mod:`zoo.hubfiles`):
 
 1. Find the dataset folder (``layout.json``, ``README.md``, ``data/``) and the token.
 2. Create the dataset repo (and the branch) if needed.
@@ -12,7 +14,7 @@ which is where the tests serve an in-process fake Hub.
 4. Diff: a local file is uploaded when the Hub does not hold the same bytes (sha256 for LFS
    files, git blob id for the others); remote files under ``data/``, ``images/`` or
    ``checkpoints/`` that the build no longer writes are deleted.
-5. Commit in chunks (``COMMIT_FILES`` files, ``COMMIT_BYTES`` bytes): data first, the card,
+5. Commit in chunks (``hubfiles.COMMIT_FILES`` files, ``COMMIT_BYTES`` bytes): data first, the card,
    ``layout.json`` and ``recipe.yaml`` last, so the card never describes data that is not there
    yet. Transient failures are retried with backoff; after that, rerunning the same command
    uploads only what the Hub does not hold yet.
@@ -24,7 +26,6 @@ never printed, logged or written anywhere.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import re
@@ -33,7 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import huggingface_hub
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
@@ -45,21 +46,23 @@ from huggingface_hub.errors import (
 )
 
 from . import __version__
-from .card import REPO_PLACEHOLDER
 from .errors import HubError
+from .hubfiles import (
+    FileState,
+    Progress,
+    PushPlan,
+    commit_chunks,
+    dataset_folder,
+    local_files,
+    plan_push,
+)
 from .layout import Layout
-from .models import to_module
 
 REPO_TYPE = "dataset"
-META_FILES = ("README.md", "layout.json", "recipe.yaml")  # committed last
-BUILD_FOLDERS = ("data/", "images/", "checkpoints/")  # the build owns these: stale files go
-COMMIT_FILES = 200  # files per commit
-COMMIT_BYTES = 20 * 2**30  # bytes per commit: a large zoo is pushed in several commits
 RETRIES = 5  # attempts per Hub call on network failures, 429 and 5xx
 RETRY_WAIT_S = 2.0  # first backoff; doubles each attempt
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def hf_api(token: str | None = None) -> HfApi:
@@ -81,60 +84,6 @@ def resolve_token(token: str | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class FileState:
-    """A file as the Hub identifies it: size, sha256 (LFS files) and git blob id."""
-
-    path: str
-    size: int
-    sha256: str | None
-    git_oid: str | None
-
-    def same_as(self, other: FileState) -> bool:
-        if self.size != other.size:
-            return False
-        if self.sha256 and other.sha256:
-            return self.sha256 == other.sha256
-        return bool(self.git_oid) and self.git_oid == other.git_oid
-
-
-def file_state(path: str, data: bytes | Path) -> FileState:
-    """Size, sha256 and git blob id of bytes or a file (read in 8 MiB blocks)."""
-    size = len(data) if isinstance(data, bytes) else data.stat().st_size
-    sha256, sha1 = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size)
-    for block in _blocks(data):
-        sha256.update(block)
-        sha1.update(block)
-    return FileState(path, size, sha256.hexdigest(), sha1.hexdigest())
-
-
-def _blocks(data: bytes | Path) -> Iterator[bytes]:
-    if isinstance(data, bytes):
-        yield data
-        return
-    with open(data, "rb") as f:
-        while block := f.read(8 * 2**20):
-            yield block
-
-
-@dataclass(frozen=True)
-class PushPlan:
-    """What a push does: paths to upload, remote paths to delete, paths already on the Hub."""
-
-    upload: tuple[str, ...]
-    delete: tuple[str, ...]
-    unchanged: tuple[str, ...]
-
-
-def plan_push(local: dict[str, FileState], remote: dict[str, FileState]) -> PushPlan:
-    """Upload what differs from the Hub; delete remote build files the build no longer has."""
-    same = {p for p in local if p in remote and local[p].same_as(remote[p])}
-    upload = tuple(p for p in sorted(local) if p not in same)
-    unchanged = tuple(sorted(same))
-    delete = tuple(p for p in sorted(remote) if p not in local and p.startswith(BUILD_FOLDERS))
-    return PushPlan(upload, delete, unchanged)
-
-
-@dataclass(frozen=True)
 class PushResult:
     """What ``push`` did."""
 
@@ -147,40 +96,8 @@ class PushResult:
     upload_bytes: int  # size of plan.upload (sent unless dry_run)
 
 
-def dataset_folder(path: str | Path) -> Path:
-    """The built dataset folder in ``path`` (a zoo's output folder or the dataset folder)."""
-    path = Path(path)
-    for candidate in (path, path / "dataset"):
-        if (candidate / "layout.json").is_file() and (candidate / "README.md").is_file():
-            return candidate
-    raise HubError(
-        f"{path} is not a built zoo: no layout.json and README.md in it or in {path / 'dataset'};"
-        " build it first with `zoo build OUT` (or `zoo run RECIPE`)"
-    )
-
-
-def local_files(folder: Path, repo_id: str, progress: Progress | None = None) -> dict:
-    """Path in repo -> (FileState, source): every file of the folder except hidden ones (e.g. a
-    snapshot's ``.cache``); the card's load snippet names ``repo_id``."""
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and not _hidden(p, folder))
-    out = {}
-    for i, path in enumerate(paths):
-        rel = path.relative_to(folder).as_posix()
-        source: bytes | Path = path
-        if rel == "README.md":
-            text = path.read_text(encoding="utf-8").replace(f'"{REPO_PLACEHOLDER}"', f'"{repo_id}"')
-            source = text.encode("utf-8")
-        out[rel] = (file_state(rel, source), source)
-        if progress:
-            progress("hash", i + 1, len(paths))
-    return out
-
-
-def _hidden(path: Path, folder: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(folder).parts)
-
-
-def _check_repo_id(repo_id: str) -> None:
+def check_repo_id(repo_id: str) -> None:
+    """Refuse a repo id that is not ``user/name``."""
     if not REPO_ID.fullmatch(repo_id):
         raise HubError(f"repo id {repo_id!r} is not of the form user/name (e.g. alice/digits-zoo)")
 
@@ -214,7 +131,7 @@ def _transient(err: BaseException | None) -> bool:
     return False
 
 
-def _retry(fn: Callable, *args, **kwargs) -> Any:
+def retry(fn: Callable, *args, **kwargs) -> Any:
     """Call ``fn``; on a transient failure wait ``RETRY_WAIT_S * 2**attempt`` and try again, up
     to ``RETRIES`` attempts."""
     for attempt in range(RETRIES):
@@ -281,7 +198,7 @@ def _describe(err: BaseException) -> str:
 
 def remote_files(api: HfApi, repo_id: str, revision: str) -> dict[str, FileState]:
     """The files of a repo at ``revision`` as the Hub identifies them (empty if none)."""
-    entries = _retry(
+    entries = retry(
         lambda: list(
             api.list_repo_tree(repo_id, revision=revision, recursive=True, repo_type=REPO_TYPE)
         )  # fmt: skip
@@ -311,7 +228,7 @@ def check_remote_layout(
     state, source = local["layout.json"]
     if remote["layout.json"].same_as(state):
         return
-    path = _retry(api.hf_hub_download, repo_id, "layout.json", repo_type=REPO_TYPE,
+    path = retry(api.hf_hub_download, repo_id, "layout.json", repo_type=REPO_TYPE,
                   revision=revision)  # fmt: skip
     theirs = json.loads(Path(path).read_text())
     ours = json.loads(Path(source).read_text())
@@ -327,25 +244,6 @@ def check_remote_layout(
         )
 
 
-def commit_chunks(plan: PushPlan, sizes: dict[str, int]) -> list[list[str]]:
-    """Split the uploads into commits of at most ``COMMIT_FILES`` files and ``COMMIT_BYTES``
-    bytes: data files first, the card/layout/recipe (and the deletions) in the last commit."""
-    chunks: list[list[str]] = [[]]
-    load = 0
-    for path in [p for p in plan.upload if p not in META_FILES]:
-        full = len(chunks[-1]) >= COMMIT_FILES or load + sizes[path] > COMMIT_BYTES
-        if chunks[-1] and full:
-            chunks.append([])
-            load = 0
-        chunks[-1].append(path)
-        load += sizes[path]
-    meta = [p for p in plan.upload if p in META_FILES]
-    if len(chunks[-1]) + len(meta) + len(plan.delete) > COMMIT_FILES:
-        chunks.append([])
-    chunks[-1] += meta
-    return [c for c in chunks if c] or ([[]] if plan.delete else [])
-
-
 def _commit(api, repo_id, revision, paths, deletes, files, message) -> str:
     def attempt() -> str:  # fresh operations: an operation object commits once
         operations = [_addition(p, *files[p]) for p in paths]
@@ -356,7 +254,7 @@ def _commit(api, repo_id, revision, paths, deletes, files, message) -> str:
 
     # A retried commit re-sends only what the Hub lacks: create_commit skips files whose remote
     # oid already matches, and LFS objects the Hub already holds are not uploaded again.
-    return _retry(attempt)
+    return retry(attempt)
 
 
 def _addition(path: str, state: FileState, source: bytes | Path) -> CommitOperationAdd:
@@ -370,7 +268,7 @@ def _source(source: bytes | Path) -> bytes | str:
 
 
 def _next_tag(api: HfApi, repo_id: str) -> str:
-    refs = _retry(api.list_repo_refs, repo_id, repo_type=REPO_TYPE)
+    refs = retry(api.list_repo_refs, repo_id, repo_type=REPO_TYPE)
     pattern = re.compile(rf"v{re.escape(__version__)}-(\d+)")
     taken = [int(m[1]) for t in refs.tags if (m := pattern.fullmatch(t.name))]
     return f"v{__version__}-{max(taken, default=0) + 1}"
@@ -406,7 +304,7 @@ def push(
     Example:
         >>> zoo.push("out/quickstart", "alice/quickstart-zoo")  # doctest: +SKIP
     """
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     folder = dataset_folder(path)
     api = hf_api(resolve_token(token))
     branch = revision or "main"
@@ -426,7 +324,7 @@ def push(
         if not dry_run and (commits or tag):
             new_tag = tag or _next_tag(api, repo_id)
             head = commits[-1] if commits else branch
-            _retry(api.create_tag, repo_id, tag=new_tag, revision=head,
+            retry(api.create_tag, repo_id, tag=new_tag, revision=head,
                    tag_message=message or f"zoo {__version__}", repo_type=REPO_TYPE)  # fmt: skip
     url = f"{api.endpoint}/datasets/{repo_id}" + (f"/tree/{branch}" if revision else "")
     upload_bytes = sum(sizes[p] for p in plan.upload)
@@ -442,9 +340,9 @@ def _prepare_repo(api, repo_id, branch, private, dry_run) -> dict[str, FileState
             return remote_files(api, repo_id, "main")
         except RepositoryNotFoundError:
             return {}
-    _retry(api.create_repo, repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
+    retry(api.create_repo, repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
     if branch != "main":
-        _retry(api.create_branch, repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
+        retry(api.create_branch, repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
     return remote_files(api, repo_id, branch)
 
 
@@ -465,127 +363,7 @@ def _push_commits(api, repo_id, branch, plan, files, message, progress) -> list[
     return commits
 
 
-# -- load and pull --------------------------------------------------------------------------
-
-
-class LoadedZoo(NamedTuple):
-    """A zoo split (or all splits) in torch format and the layout of its config.
-
-    Unpacks as ``ds, layout = zoo.load(...)``; ``to_module(row)`` rebuilds a row as a working
-    ``torch.nn.Module``.
-    """
-
-    dataset: Any  # datasets.Dataset | DatasetDict | IterableDataset | IterableDatasetDict
-    layout: Layout
-
-    def to_module(self, row):
-        """``row`` (a dict with ``weights``, or a flat vector) -> ``nn.Module`` in eval mode."""
-        return to_module(row, self.layout)
-
-
-def iter_weights(dataset, batch_size: int = 256) -> Iterator:
-    """The ``weights`` of one split as ``(B, P)`` float32 tensors, in row order, fast.
-
-    A ``datasets.Dataset`` is read straight from its memory-mapped Arrow table, one copy per
-    batch: 0.7-0.8 of a raw ``.npy`` memmap's throughput, where ``with_format("torch")`` reaches
-    0.1-0.2 (it stacks row views, then copies again into torch; benchmarks/load_throughput.py). A
-    streamed or index-mapped (shuffled, selected) dataset goes through its Arrow batches.
-
-    Example:
-        >>> ds, layout = zoo.load("out/quickstart", split="train")  # doctest: +SKIP
-        >>> for w in zoo.iter_weights(ds):  # (256, P) float32  # doctest: +SKIP
-        ...     ...
-    """
-    import numpy as np
-    import torch
-
-    if getattr(dataset, "_indices", True) is None:  # a Dataset without an indices mapping
-        columns = [dataset.data.column("weights")]
-    else:
-        columns = (b["weights"] for b in dataset.with_format("arrow").iter(batch_size=batch_size))
-    views = (  # (rows, P) numpy views of the Arrow buffers: no copy yet
-        chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), -1)
-        for column in columns
-        for chunk in column.chunks
-        if len(chunk)
-    )
-    for pieces in _row_blocks(views, batch_size):
-        flat = np.concatenate(pieces) if len(pieces) > 1 else np.array(pieces[0])  # one copy
-        yield torch.from_numpy(flat)  # (B, P)
-
-
-def _row_blocks(views: Iterator, size: int) -> Iterator[list]:
-    """Consecutive row ranges of ``views`` in lists of pieces of ``size`` rows (the last fewer)."""
-    pieces, count = [], 0
-    for view in views:
-        start = 0
-        while start < len(view):
-            take = min(size - count, len(view) - start)
-            pieces.append(view[start : start + take])
-            count, start = count + take, start + take
-            if count == size:
-                yield pieces
-                pieces, count = [], 0
-    if pieces:
-        yield pieces
-
-
-def load(
-    source: str | Path,
-    config: str | None = None,
-    split: str | None = None,
-    *,
-    streaming: bool = False,
-    revision: str | None = None,
-    token: str | None = None,
-    cache_dir: str | Path | None = None,
-) -> LoadedZoo:
-    """Load a zoo from the Hub (``user/name``) or a local folder, in torch format, with its layout.
-
-    Args:
-        source: a Hub dataset repo id, a built dataset folder, or a zoo's output folder.
-        config: the config (architecture); default: the first (the card's default config).
-        split: ``train``, ``validation``, ``test``…; ``None``: all splits (a ``DatasetDict``).
-        streaming: read the Parquet files as they are iterated (``IterableDataset``).
-        revision: branch, tag or commit of a Hub repo.
-        token: for private repos; default ``HF_TOKEN`` or the ``hf auth login`` store.
-        cache_dir: ``datasets`` cache folder (default: its own).
-    Returns:
-        ``LoadedZoo(dataset, layout)``; ``dataset["weights"]`` gives ``(N, P)`` float32 tensors.
-    Example:
-        >>> ds, layout = zoo.load("out/quickstart", split="train")  # doctest: +SKIP
-        >>> net = zoo.to_module(ds[0], layout)  # doctest: +SKIP
-    """
-    import datasets
-
-    local = Path(source).exists()
-    if local:
-        path = str(dataset_folder(source))
-        layouts = json.loads((Path(path) / "layout.json").read_text())
-    else:
-        path = str(source)
-        _check_repo_id(path)
-        layouts = _remote_layouts(path, revision, token)
-    config = config or next(iter(layouts))
-    if config not in layouts:
-        raise HubError(f"{source} has no config {config!r}; its configs: {sorted(layouts)}")
-    kwargs = {} if local else {"revision": revision, "token": token}
-    if cache_dir is not None:
-        kwargs["cache_dir"] = str(cache_dir)
-    with hub_errors(path, "load", "Check the connection and try again."):
-        ds = datasets.load_dataset(path, config, split=split, streaming=streaming, **kwargs)
-    return LoadedZoo(ds.with_format("torch"), Layout.from_dict(layouts[config]))
-
-
-def _remote_layouts(repo_id: str, revision: str | None, token: str | None) -> dict:
-    api = hf_api(token)
-    with hub_errors(repo_id, "load", "Check the connection and try again."):
-        try:
-            path = _retry(api.hf_hub_download, repo_id, "layout.json", repo_type=REPO_TYPE,
-                          revision=revision)  # fmt: skip
-        except huggingface_hub.errors.EntryNotFoundError as err:
-            raise HubError(f"{repo_id} has no layout.json: it is not a zoo dataset") from err
-    return json.loads(Path(path).read_text())
+# -- pull -----------------------------------------------------------------------------------
 
 
 def pull(
@@ -605,12 +383,12 @@ def pull(
     Returns:
         the folder; ``zoo.load(folder)`` and ``datasets.load_dataset(folder)`` read it offline.
     """
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     target = Path(local_dir) if local_dir else Path(repo_id.split("/")[1])
     api = hf_api(token)
     resume = f"Run `zoo pull {repo_id}` again: files already downloaded are kept."
     with hub_errors(repo_id, "pull", resume):
-        folder = _retry(api.snapshot_download, repo_id, repo_type=REPO_TYPE, revision=revision,
+        folder = retry(api.snapshot_download, repo_id, repo_type=REPO_TYPE, revision=revision,
                         local_dir=target)  # fmt: skip
     if not (Path(folder) / "layout.json").is_file():
         raise HubError(f"{repo_id} has no layout.json: it is not a zoo dataset")

@@ -23,9 +23,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .align import align
 from .hessian import PopulationHVP, hutchinson_trace, lanczos_top, rademacher
 from .ids import checkpoint_id, short_hash
 from .layout import unflatten
+from .manifest import Manifest
 from .metrics import (
     barrier,
     bezier_mc,
@@ -39,7 +41,7 @@ from .metrics import (
 from .models import build_model
 from .phases import PHASE_RULE
 from .recipe import RunConfig
-from .store import Manifest, read_tensor_shard, write_table_shard
+from .store import read_tensor_shard, write_table_shard
 from .tasks import Task, load_task
 from .training import init_model, population_key, seeded_generator
 
@@ -298,6 +300,12 @@ def _pair_stats(lb, module, layout, flat, members, pairs, a, b, x, y, metrics, s
     if "barrier" in metrics or "phase" in metrics:
         losses = interpolation_losses(module, layout, a, b, x, y, settings["barrier"]["points"])
         out.update(_mean_std("barrier", barrier(losses).tolist()))
+    if "barrier" in metrics and settings["barrier"]["aligned"]:
+        matched = align(b, a, layout, seed=epoch).weights  # b's units permuted to match a's
+        losses = interpolation_losses(
+            module, layout, a, matched, x, y, settings["barrier"]["points"]
+        )
+        out.update(_mean_std("barrier_aligned", barrier(losses).tolist()))
     if "bezier" in metrics:
         gen = seeded_generator(lb.runs[members[0]].seed, BEZIER_STREAM, epoch)
         bend = fit_bezier(module, layout, a, b, x, y, settings["bezier"], gen)
@@ -336,6 +344,8 @@ COLUMN_DOCS = {
     "cka_std": "std of CKA over the cell's seed pairs",
     "barrier_mean": "mean linear-path loss barrier between the cell's seeds",
     "barrier_std": "std of the barrier over seed pairs",
+    "barrier_aligned_mean": "mean barrier after weight matching each pair (barrier.aligned)",
+    "barrier_aligned_std": "std of the aligned barrier over seed pairs",
     "mc_mean": "mean Bezier mode connectivity mc (< 0: barrier, ≈ 0: connected)",
     "mc_std": "std of mc over seed pairs",
     "phase": "phase of the cell (Yang et al. 2021 taxonomy; rule in phase_rule)",

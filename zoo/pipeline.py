@@ -13,10 +13,10 @@ from pathlib import Path
 from .build import build_dataset
 from .dist import ExecOptions, Progress, RunSummary, run_stage, run_train
 from .errors import DistError
+from .fsio import atomic_write_bytes
 from .landscape import LandscapeBatch, landscape_task, plan_landscape
 from .models import build_model
 from .recipe import Recipe, RunConfig, expand_recipe
-from .store import atomic_write_bytes
 from .tasks import load_task
 from .training import PopulationBatch, default_chunk, memory_model, plan_batches, population_key
 

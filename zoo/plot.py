@@ -8,7 +8,8 @@ from collections import defaultdict
 from pathlib import Path
 
 DEFAULT_METRICS = ("test_acc", "hessian_top_eig", "hessian_trace", "cka_mean", "barrier_mean",
-                   "mc_mean", "distance_from_init_rel", "alpha_mean")  # fmt: skip
+                   "barrier_aligned_mean", "mc_mean", "distance_from_init_rel",
+                   "alpha_mean")  # fmt: skip
 LOG_METRICS = {"hessian_top_eig", "hessian_trace"}
 
 

@@ -29,10 +29,11 @@ from .ids import batch_id as make_batch_id
 from .ids import canonical_json, checkpoint_id, tensor_name
 from .inits import init_module
 from .layout import Layout, unflatten
+from .manifest import ShardRecord
 from .models import build_model, forward_population, set_dropout_generator
 from .optim import PopulationOptimizer
 from .recipe import RunConfig
-from .store import ShardRecord, write_table_shard, write_tensor_shard
+from .store import write_table_shard, write_tensor_shard
 from .tasks import Task, load_task
 
 # Streams of SeedSequence([seed, stream, …]): one per use of randomness, so they never overlap.
