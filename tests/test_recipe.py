@@ -33,6 +33,32 @@ def test_pipeline_validates_and_plans(path):
     assert any(line.startswith("# Expect:") for line in header)
 
 
+@pytest.mark.parametrize("path", [p for p in PIPELINES if "\nscale:" in p.read_text()],
+                         ids=lambda p: p.name)  # fmt: skip
+def test_scaled_pipeline_validates_and_grows(path):
+    small, big = load_recipe(path), load_recipe(path, scale=True)
+    assert big.out_dir == Path(f"{small.out_dir}-scaled")
+    assert len(expand_recipe(big)) >= len(expand_recipe(small))
+    assert any(line.startswith("# Scale:") and "--scale" in line
+               for line in path.read_text().splitlines())  # fmt: skip
+
+
+def test_scale_sets_keys_replaces_sections_and_is_explained_when_missing(tmp_path):
+    path = tmp_path / "r.yaml"
+    data = {"schema_version": 1, "task": {"name": "digits"}, "model": {"arch": "mlp"},
+            "grid": {"train.lr": [0.1, 0.2]}, "output": {"dir": str(tmp_path / "z")},
+            "scale": {"train.epochs": 7, "grid": {"model.width": [4, 8, 16]}}}  # fmt: skip
+    path.write_text(yaml.safe_dump(data))
+    big = load_recipe(path, ["seeds=2"], scale=True)
+    assert big.resolved["train"]["epochs"] == 7 and big.resolved["seeds"] == 2
+    assert big.resolved["grid"] == {"model.width": [4, 8, 16]}  # train.lr gone: replaced
+    assert big.out_dir == tmp_path / "z-scaled" and len(expand_recipe(big)) == 6
+    del data["scale"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match="--scale: the recipe has no `scale:` section"):
+        load_recipe(path, scale=True)
+
+
 def test_pipeline_list_is_not_empty():
     names = {p.name for p in PIPELINES}
     assert {

@@ -43,6 +43,14 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a recipe key: --set train.epochs=5 (repeatable)."),
 ]
+ScaleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--scale",
+        help="Apply the recipe's `scale:` overrides: the published size of the zoo it follows "
+        "(its own output folder, `-scaled`).",
+    ),
+]
 WorkersOpt = Annotated[
     int | None,
     typer.Option(help="Worker processes of the embedded Dask cluster (0: this process)."),
@@ -82,9 +90,9 @@ def _fail(err: ZooError) -> None:
     raise typer.Exit(code=2)
 
 
-def _load(recipe: Path, overrides: list[str] | None) -> Recipe:
+def _load(recipe: Path, overrides: list[str] | None, scale: bool = False) -> Recipe:
     try:
-        return load_recipe(recipe, overrides or [])
+        return load_recipe(recipe, overrides or [], scale=scale)
     except ZooError as err:
         _fail(err)
 
@@ -142,7 +150,7 @@ def _stage(stage: str, batches: list, fn, recipe: Recipe, options: ExecOptions,
 
 @app.command()
 def run(
-    recipe: RecipeArg, set: SetOpt = None, workers: WorkersOpt = None,
+    recipe: RecipeArg, set: SetOpt = None, scale: ScaleOpt = False, workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None, device: DeviceOpt = None,
     threads_per_worker: ThreadsOpt = None, cluster: ClusterOpt = None,
     cluster_config: ClusterConfigOpt = None, quiet: QuietOpt = False, json_log: JsonLogOpt = None,
@@ -151,9 +159,10 @@ def run(
 
     Runs only what the output folder does not hold yet, so an interrupted run continues where
     it stopped. Example: zoo run pipelines/quickstart.yaml --set seeds=8
+    The published size: zoo run pipelines/fashion_cnn_small_width_batch.yaml --scale
     On SLURM: zoo run RECIPE --cluster slurm --cluster-config slurm.yaml --quiet
     """
-    rec = _load(recipe, set)
+    rec = _load(recipe, set, scale)
     try:
         opts = _options(rec, workers, scheduler, device, threads_per_worker, cluster,
                         cluster_config)  # fmt: skip
@@ -171,7 +180,7 @@ def run(
 
 @app.command()
 def train(
-    recipe: RecipeArg, set: SetOpt = None, workers: WorkersOpt = None,
+    recipe: RecipeArg, set: SetOpt = None, scale: ScaleOpt = False, workers: WorkersOpt = None,
     scheduler: SchedulerOpt = None, device: DeviceOpt = None,
     threads_per_worker: ThreadsOpt = None, cluster: ClusterOpt = None,
     cluster_config: ClusterConfigOpt = None, quiet: QuietOpt = False, json_log: JsonLogOpt = None,
@@ -181,7 +190,7 @@ def train(
     Example: zoo train pipelines/quickstart.yaml --workers 2
     On an existing Dask cluster: zoo train RECIPE --scheduler tcp://host:8786 --json-log log.jsonl
     """
-    rec = _load(recipe, set)
+    rec = _load(recipe, set, scale)
     try:
         opts = _options(rec, workers, scheduler, device, threads_per_worker, cluster,
                         cluster_config)  # fmt: skip
@@ -207,12 +216,13 @@ def build(out: OutArg):
 
 
 @app.command()
-def plan(recipe: RecipeArg, set: SetOpt = None):
-    """Dry run: list the runs, population batches and estimated storage; trains nothing.
+def plan(recipe: RecipeArg, set: SetOpt = None, scale: ScaleOpt = False):
+    """Dry run: list the runs, population batches, memory, time and storage; trains nothing.
 
     Example: zoo plan pipelines/quickstart.yaml --set seeds=10
+    The published size: zoo plan pipelines/fashion_cnn_s_hyperparameter_grid.yaml --scale
     """
-    rec = _load(recipe, set)
+    rec = _load(recipe, set, scale)
     try:
         p = pipeline.plan(rec)
         params, memory = p.num_params(), p.memory_bytes()

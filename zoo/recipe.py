@@ -115,12 +115,15 @@ class Recipe:
 # --- loading and validation -------------------------------------------------------------------
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+def load_recipe(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), scale: bool = False
+) -> Recipe:
     """Read, override, validate and resolve a recipe file.
 
     Args:
         path: a YAML recipe.
         overrides: ``dotted.key=value`` strings (values parsed as YAML), e.g. ``train.epochs=5``.
+        scale: apply the recipe's ``scale:`` overrides first (its published size).
     Returns:
         the :class:`Recipe`; raises :class:`RecipeError` listing every problem.
     """
@@ -131,9 +134,33 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(str(path), ["file not found"]) from err
     except yaml.YAMLError as err:
         raise RecipeError(str(path), [f"not valid YAML: {err}"]) from err
+    if isinstance(data, dict):
+        data.setdefault("name", path.stem.replace(".", "_").lower())
+    if scale:
+        data = apply_scale(data, str(path))
     data = apply_overrides(data, overrides, str(path))
-    data.setdefault("name", path.stem.replace(".", "_").lower())
     return recipe_from_dict(data, source=str(path))
+
+
+def apply_scale(data: Any, source: str) -> dict:
+    """The recipe with its ``scale:`` overrides applied (values as written, a mapping replacing
+    the section it names) and, unless they set one, an output folder of its own."""
+    scale = data.get("scale") if isinstance(data, dict) else None
+    if not scale or not isinstance(scale, dict):
+        raise RecipeError(source, ["--scale: the recipe has no `scale:` section to apply"])
+    data = copy.deepcopy(data)
+    for key, value in scale.items():
+        *parents, last = str(key).split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(source, [f"scale.{key}: {part!r} is not a section"])
+        node[last] = copy.deepcopy(value)
+    if "output.dir" not in scale:
+        out = (data.get("output") or {}).get("dir") or f"out/{data['name']}"
+        data.setdefault("output", {})["dir"] = f"{out}-scaled"
+    return data
 
 
 def apply_overrides(data: Any, overrides, source: str) -> dict:
