@@ -16,11 +16,9 @@ TRAIN = {"optimizer": "sgd", "momentum": 0.9, "batch_size": 32, "epochs": 2}
 def _max_diff(batch, result, task=None, dtype=torch.float64):
     worst = 0.0
     for run in batch.runs:
-        for epoch, state in train_one(run, task=task, dtype=dtype).items():
+        for ckpt, state in train_one(run, task=task, dtype=dtype).items():
             flat = torch.cat([v.reshape(-1) for v in state.values()])
-            worst = max(
-                worst, (flat - result.weights[checkpoint_id(run.run_id, epoch)]).abs().max()
-            )
+            worst = max(worst, (flat - result.weights[ckpt]).abs().max())
     return float(worst)
 
 

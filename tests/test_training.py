@@ -1,8 +1,11 @@
 import math
 
+import datasets
 import pytest
 import torch
 
+import zoo
+from zoo.errors import TrainingError
 from zoo.ids import checkpoint_id
 from zoo.inits import INITS, init_module
 from zoo.models import build_model
@@ -21,9 +24,9 @@ MIXED_SGD = {
 def _max_diff(batch, result, task=None, dtype=torch.float64):
     worst = 0.0
     for run in batch.runs:
-        for epoch, state in train_one(run, task=task, dtype=dtype).items():
+        for ckpt, state in train_one(run, task=task, dtype=dtype).items():
             flat = torch.cat([v.reshape(-1) for v in state.values()])
-            got = result.weights[checkpoint_id(run.run_id, epoch)]
+            got = result.weights[ckpt]
             worst = max(worst, (flat - got).abs().max().item())
     return worst
 
@@ -81,7 +84,7 @@ def test_diverged_model_is_frozen_and_recorded_while_others_go_on():
     assert rows[(bad.run_id, 0)]["status"] == "ok"  # the init was fine
     assert rows[(good.run_id, 2)]["status"] == "ok"
     assert math.isfinite(rows[(good.run_id, 2)]["train_loss"])
-    solo = train_one(good)[2]
+    solo = train_one(good)[checkpoint_id(good.run_id, 2)]
     flat = torch.cat([v.reshape(-1) for v in solo.values()])
     assert torch.allclose(flat, result.weights[checkpoint_id(good.run_id, 2)], atol=1e-5)
     # frozen: from the step its loss turned non-finite, its weights no longer move
@@ -128,3 +131,27 @@ def test_inits_are_seeded_and_scaled(scheme):
     if scheme == "orthogonal":
         gain = 5 / 3  # tanh
         torch.testing.assert_close(w @ w.T, gain**2 * torch.eye(64), atol=1e-4, rtol=0)
+
+
+def test_mid_epoch_step_checkpoints_equal_the_per_model_loop(tmp_path):
+    """8 steps per epoch: step 3 is mid-epoch 1, step 8 ends epoch 1 (not a saved epoch), step
+    16 ends saved epoch 2 and is saved once, as the epoch."""
+    recipe = tiny_recipe(tmp_path, checkpoints={"epochs": [0, 2], "steps": [3, 8, 16]})
+    (batch,) = plan_batches(expand_recipe(recipe), 8)
+    result = train_population(batch, dtype=torch.float64)
+    assert _max_diff(batch, result) < 1e-12
+    run = batch.runs[0]
+    rows = {r["checkpoint_id"]: r for r in result.rows if r["run_id"] == run.run_id}
+    assert sorted((r["epoch"], r["step"]) for r in rows.values()) == [
+        (0, 0),
+        (0, 3),
+        (1, 8),
+        (2, 16),
+    ]
+    assert f"{run.run_id}-s0000003" in rows and f"{run.run_id}-e0002" in rows
+    ds = datasets.load_dataset(str(zoo.run(recipe)))
+    steps = sorted(s for split in ds.values() for s in split["step"])
+    assert steps == [0, 0, 0, 0, 3, 3, 3, 3, 8, 8, 8, 8, 16, 16, 16, 16]
+    late = tiny_recipe(tmp_path / "late", checkpoints={"epochs": [0, 1], "steps": [9]})
+    with pytest.raises(TrainingError, match=r"checkpoints.steps \[9\] lie past step 8"):
+        zoo.plan(late)

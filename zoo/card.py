@@ -29,7 +29,7 @@ REPO_PLACEHOLDER = "<user>/<name>"  # `zoo push` writes the repo id in its place
 TAGS = ["weight-space-learning", "model-zoo", "neural-network-weights", "zoo"]
 
 COLUMN_DOCS = {
-    "checkpoint_id": "`<run_id>-e<epoch>`: one row per checkpoint",
+    "checkpoint_id": "`<run_id>-e<epoch>` (mid-epoch: `<run_id>-s<step>`): one row per checkpoint",
     "run_id": "16 hex of sha256 over the run's resolved config (seed included)",
     "cell_id": "hash of the config without the seed: runs of one grid cell share it",
     "epoch": "training epochs done when the checkpoint was taken (0 = initialization)",

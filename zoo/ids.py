@@ -43,6 +43,16 @@ def checkpoint_id(run: str, epoch: int) -> str:
     return f"{run}-e{epoch:04d}"
 
 
+def step_checkpoint_id(run: str, step: int) -> str:
+    """Id of a mid-epoch checkpoint: ``<run_id>-s<step:07d>`` (``checkpoints.steps``).
+
+    Example:
+        >>> step_checkpoint_id("7f7c2edaa66f32c6", 150)
+        '7f7c2edaa66f32c6-s0000150'
+    """
+    return f"{run}-s{step:07d}"
+
+
 def split_checkpoint_id(ckpt: str) -> tuple[str, int]:
     """Inverse of :func:`checkpoint_id`."""
     run, _, epoch = ckpt.rpartition("-e")

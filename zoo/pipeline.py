@@ -18,7 +18,14 @@ from .landscape import LandscapeBatch, landscape_task, plan_landscape
 from .models import build_model
 from .recipe import Recipe, RunConfig, expand_recipe
 from .tasks import load_task
-from .training import PopulationBatch, default_chunk, memory_model, plan_batches, population_key
+from .training import (
+    PopulationBatch,
+    default_chunk,
+    memory_model,
+    plan_batches,
+    population_key,
+    step_schedule,
+)
 
 ROW_OVERHEAD_BYTES = 400  # ids, metrics and hyperparameter columns of one row, roughly
 # float32 FLOP/s one worker sustains on population batches of small models, for time estimates:
@@ -139,6 +146,9 @@ def plan(recipe: Recipe) -> Plan:
         runs, ex["population_size"], max_bytes=ex["batch_memory_mb"] * 2**20,
         chunk_size=ex["chunk_size"], eval_batch_size=ex["eval_batch_size"],
     )  # fmt: skip
+    for batch in batches:  # mid-epoch steps past the end of training fail here, not on a worker
+        if batch.runs[0].checkpoint_steps:
+            step_schedule(batch.runs[0], len(load_task(batch.runs[0].task).x_train))
     return Plan(recipe, runs, batches)
 
 

@@ -47,6 +47,7 @@ class RunConfig:
     train: dict
     checkpoints: tuple[int, ...]
     grid_point: dict = field(default_factory=dict)
+    checkpoint_steps: tuple[int, ...] = ()  # mid-epoch checkpoints (optimizer steps)
 
     def config(self) -> dict:
         """The dict ``run_id`` is the hash of."""
@@ -57,7 +58,7 @@ class RunConfig:
             "train": self.train,
             "checkpoints": list(self.checkpoints),
             "seed": self.seed,
-        }
+        } | _steps_entry(self.checkpoint_steps)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Flat ``section__key -> value`` view, the dataset's hyperparameter columns."""
@@ -84,7 +85,14 @@ class RunConfig:
             train=dict(d["train"]),
             checkpoints=tuple(int(e) for e in d["checkpoints"]),
             grid_point=dict(d.get("grid_point", {})),
+            checkpoint_steps=tuple(int(s) for s in d.get("checkpoint_steps", ())),
         )
+
+
+def _steps_entry(steps: tuple[int, ...]) -> dict:
+    """``{"checkpoint_steps": [...]}``, or nothing: runs without mid-epoch checkpoints keep the
+    ids they had before steps existed."""
+    return {"checkpoint_steps": list(steps)} if steps else {}
 
 
 @dataclass(frozen=True)
@@ -446,10 +454,11 @@ def _cell_runs(recipe: Recipe, point: dict) -> list[RunConfig]:
         base[section][name] = value
     sections = {s: resolve_section(s, base[s]) for s in SECTIONS}
     ckpts = checkpoint_epochs(recipe.resolved["checkpoints"], sections["train"]["epochs"])
-    cell = short_hash({**sections, "checkpoints": list(ckpts)})
+    steps = tuple(sorted(recipe.resolved["checkpoints"].get("steps") or ()))
+    cell = short_hash({**sections, "checkpoints": list(ckpts)} | _steps_entry(steps))
     runs = []
     for seed in range(recipe.resolved["seeds"]):
-        config = {**sections, "checkpoints": list(ckpts), "seed": seed}
+        config = {**sections, "checkpoints": list(ckpts), "seed": seed} | _steps_entry(steps)
         runs.append(
             RunConfig(
                 run_id=make_run_id(config),
@@ -457,6 +466,7 @@ def _cell_runs(recipe: Recipe, point: dict) -> list[RunConfig]:
                 seed=seed,
                 checkpoints=ckpts,
                 grid_point=point,
+                checkpoint_steps=steps,
                 **sections,
             )  # fmt: skip
         )

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import ZooError
+from .errors import TrainingError, ZooError
 from .ids import batch_id as make_batch_id
-from .ids import canonical_json, checkpoint_id, tensor_name
+from .ids import canonical_json, checkpoint_id, step_checkpoint_id, tensor_name
 from .inits import init_module
 from .layout import Layout, unflatten
 from .manifest import ShardRecord
@@ -62,7 +62,8 @@ def population_key(run: RunConfig) -> str:
     shared_train = {k: v for k, v in run.train.items() if k not in PER_MODEL_KEYS}
     # the dropout rate is per model (masks are drawn per model); only having the layers is shared
     model = {k: (True if k == "dropout" else v) for k, v in run.model.items()}
-    return canonical_json([run.task, model, shared_train, list(run.checkpoints)])
+    checkpoints = [list(run.checkpoints), list(run.checkpoint_steps)]
+    return canonical_json([run.task, model, shared_train, checkpoints])
 
 
 def plan_batches(
@@ -164,7 +165,8 @@ def memory_model(
     module, layout = build_model(run.model, task.input_shape, task.n_classes)
     sizes = activation_sizes(module, task.input_shape)
     states = 2 if run.train["optimizer"] in ("adam", "adamw") else int(run.train["momentum"] > 0)
-    words = layout.num_params * (3 + states + 3 * len(run.checkpoints))
+    saved = len(run.checkpoints) + len(run.checkpoint_steps)
+    words = layout.num_params * (3 + states + 3 * saved)
     eval_words = min(eval_batch_size, max(len(task.x_train), len(task.x_test))) * sum(sizes)
     chunk = chunk_size or default_chunk(run.model)
     batch = run.train["batch_size"]
@@ -229,6 +231,22 @@ def _steps(n: int, batch_size: int) -> int:
     return math.ceil(n / batch_size)
 
 
+def step_schedule(run: RunConfig, n_train: int) -> set[int]:
+    """The optimizer steps of ``run.checkpoint_steps`` saved mid-epoch: those that end a saved
+    epoch are that epoch's checkpoint. Raises when a step lies past the last saved epoch."""
+    per_epoch = _steps(n_train, run.train["batch_size"])
+    last = max(run.checkpoints, default=0) * per_epoch
+    late = [s for s in run.checkpoint_steps if s > last]
+    if late:
+        raise TrainingError(
+            f"checkpoints.steps {late} lie past step {last}, the end of the last saved epoch "
+            f"({max(run.checkpoints, default=0)} epochs x {per_epoch} steps of "
+            f"{run.train['batch_size']} of {n_train} examples)"
+        )
+    saved = set(run.checkpoints)
+    return {s for s in run.checkpoint_steps if not (s % per_epoch == 0 and s // per_epoch in saved)}
+
+
 class PopulationTrainer:
     """Trains one :class:`PopulationBatch`; see the module docstring.
 
@@ -263,6 +281,8 @@ class PopulationTrainer:
         self.active = torch.ones(len(self.runs), dtype=torch.bool, device=self.device)
         self.diverged_at: list[int | None] = [None] * len(self.runs)
         self.step_count = 0
+        self.step_checkpoints = step_schedule(first, len(self.x_train))
+        self.result: TrainResult | None = None  # where mid-epoch snapshots go while training
         # each model's dropout masks come from its own stream, at its own rate (None: no layers)
         self.dropout = [
             (seeded_generator(r.seed, DROPOUT_STREAM), float(r.model["dropout"])) for r in self.runs
@@ -302,16 +322,21 @@ class PopulationTrainer:
             for k, (c0, c1) in enumerate(self.bounds):
                 self.step_chunk(k, order[c0:c1, s * bs : (s + 1) * bs])
             self.step_count += 1
+            if self.step_count in self.step_checkpoints and self.result is not None:
+                done = epoch - 1 + (s + 1) // _steps(n, bs)  # completed epochs
+                self.snapshot(done, self.result, step=self.step_count)
 
-    def snapshot(self, epoch: int, result: TrainResult) -> None:
-        """Record every model's weights and metrics at ``epoch``."""
+    def snapshot(self, epoch: int, result: TrainResult, step: int | None = None) -> None:
+        """Record every model's weights and metrics after ``epoch`` completed epochs, or
+        mid-epoch at optimizer ``step`` (a ``checkpoints.steps`` checkpoint)."""
         params = self.params
         args = (self.module, params)
         tr_loss, tr_acc = evaluate(*args, self.x_train, self.y_train, self.eval_batch_size)
         te_loss, te_acc = evaluate(*args, self.x_test, self.y_test, self.eval_batch_size)
         flat = torch.cat([params[n].reshape(len(self.runs), -1) for n in self.layout.names], 1)
         for i, run in enumerate(self.runs):
-            ckpt = checkpoint_id(run.run_id, epoch)
+            ckpt = checkpoint_id(run.run_id, epoch) if step is None else (
+                step_checkpoint_id(run.run_id, step))  # fmt: skip
             finite = bool(torch.isfinite(flat[i]).all())
             if not finite and self.diverged_at[i] is None:
                 self.diverged_at[i], self.active[i] = epoch, False
@@ -329,7 +354,7 @@ class PopulationTrainer:
     def run(self, on_epoch: Callable[[int, int], None] | None = None) -> TrainResult:
         """Train to the last checkpoint epoch, snapshotting at each checkpoint epoch."""
         start = time.perf_counter()
-        result = TrainResult(self.layout)
+        result = self.result = TrainResult(self.layout)
         epochs = self.runs[0].train["epochs"]
         wanted = set(self.runs[0].checkpoints)
         if 0 in wanted:
@@ -364,30 +389,37 @@ def make_torch_optimizer(run: RunConfig, params) -> torch.optim.Optimizer:
 
 def train_one(
     run: RunConfig, task: Task | None = None, dtype: torch.dtype = torch.float32
-) -> dict[int, dict[str, torch.Tensor]]:
+) -> dict[str, dict[str, torch.Tensor]]:
     """The plain per-model loop (``nn.Module`` + ``torch.optim``) the population trainer must
-    equal: same init, same data order. Returns ``{epoch: state_dict}`` at each checkpoint."""
+    equal: same init, same data order. Returns ``{checkpoint_id: state_dict}`` at each
+    checkpoint epoch and mid-epoch step."""
     task = task or load_task(run.task)
     module, _ = init_model(run, task)
     set_dropout_generator(module, seeded_generator(run.seed, DROPOUT_STREAM))
     module = module.to(dtype)
     x_train = task.x_train.to(dtype)
     opt = make_torch_optimizer(run, module.parameters())
+    n, bs, frozen, step = len(task.x_train), run.train["batch_size"], False, 0
+    steps = step_schedule(run, n)
     out = {0: {k: v.clone() for k, v in module.state_dict().items()}}
-    n, bs, frozen = len(task.x_train), run.train["batch_size"], False
     for epoch in range(1, max(run.checkpoints) + 1):
         order = data_order(run.seed, epoch, n)
         for s in range(_steps(n, bs)):
             idx = order[s * bs : (s + 1) * bs]
             loss = F.cross_entropy(module(x_train[idx]), task.y_train[idx])
             frozen = frozen or not bool(torch.isfinite(loss))
-            if frozen:
-                continue
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            if not frozen:
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            step += 1
+            if step in steps:
+                out[step_checkpoint_id(run.run_id, step)] = {
+                    k: v.clone() for k, v in module.state_dict().items()
+                }
         out[epoch] = {k: v.clone() for k, v in module.state_dict().items()}
-    return {e: out[e] for e in run.checkpoints}
+    saved = {checkpoint_id(run.run_id, e): out[e] for e in run.checkpoints}
+    return saved | {k: v for k, v in out.items() if isinstance(k, str)}
 
 
 # --- the stage: train a batch, write its shards, return receipts --------------------------------
