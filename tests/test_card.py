@@ -78,7 +78,7 @@ def test_size_categories_are_the_hubs_labels():
 
 def test_prose_is_made_from_the_zoo(folder):
     text = (folder / "README.md").read_text()
-    assert "| `train.lr` | [0.05, 0.1] |" in text
+    assert "| `train.lr` | grid | [0.05, 0.1] |" in text
     assert "at learning rate one of [0.05, 0.1]" in text  # the grid, not the base value
     assert "Rows per status:\n\n| config | ok |\n|---|---|\n| `mlp_d1_w8` | 12 |" in text
     sizes = {p.name.split("-")[0]: p.stat().st_size for p in folder.glob("data/*/*.parquet")}
@@ -144,3 +144,12 @@ def test_check_card_rejects_a_broken_or_mismatched_header():
     assert check_card(text, ["a"]).data.to_dict()["configs"][0]["config_name"] == "a"
     with pytest.raises(BuildError, match=r"names configs \['a'\], the build wrote \['b'\]"):
         check_card(text, ["b"])
+
+
+def test_a_sampled_recipe_says_what_it_samples(tmp_path):
+    sample = {"count": 2, "seed": 3, "params": {"train.lr": {"log_uniform": [0.01, 0.1]}}}
+    folder = zoo.run(tiny_recipe(tmp_path, grid={}, seeds=1, sample=sample))
+    text = (folder / "README.md").read_text()
+    assert "| `train.lr` | sampled (2 draws, seed 3) | log_uniform [0.01, 0.1] |" in text
+    assert "at learning rate sampled" in text and "2 points drawn at random" in text
+    assert "checkpoints:\n  epochs:\n  - 0" in text  # the schedule is among the fixed settings

@@ -78,7 +78,7 @@ def test_card_yaml_and_columns(tmp_path):
     }  # 64*8+8 + 8*10+10
     assert features["diverged_epoch"]["dtype"] == "int32"
     assert features["train__lr"]["dtype"] == "float64"
-    assert "| `train.lr` | [0.05, 0.1] |" in text
+    assert "| `train.lr` | grid | [0.05, 0.1] |" in text
     assert "status | ok: 12" in text
 
 

@@ -226,15 +226,21 @@ def _citations(res: dict) -> str:
 
 def _trained(res: dict) -> str:
     """What was trained and why, in one paragraph made from the recipe."""
-    grid = res["grid"]
+    grid, sampled = res["grid"], _sampled(res)
 
     def val(section: str, key: str) -> str:  # a grid key reads "one of [...]"
         dotted = f"{section}.{key}"
+        if dotted in sampled:
+            return "sampled"
         return f"one of {grid[dotted]}" if dotted in grid else str(res[section].get(key))
 
     m = res["model"]
     model = ", ".join(f"{k} {val('model', k)}" for k in m if k != "arch")
     varies = ", ".join(f"`{k}`" for k in grid) or "only the seed"
+    if sampled:
+        count = res["sample"]["count"]
+        keys = ", ".join(f"`{k}`" for k in sampled)
+        varies += f"; {count} points drawn at random (seeded) per grid point set {keys}"
     return (
         f"Every run trains a `{val('model', 'arch')}` network ({model}) on "
         f"`{val('task', 'name')}`, initialized with `{val('init', 'scheme')}` (scale "
@@ -244,6 +250,25 @@ def _trained(res: dict) -> str:
         f"trained with {res['seeds']} seeds, so that the effect of each setting on the weights "
         "can be told apart from seed noise."
     )
+
+
+def _sampled(res: dict) -> dict:
+    """The recipe's sampled keys and their distributions (``sample.params``), if any."""
+    sample = res.get("sample") or {}
+    return dict(sample.get("params") or {}) if sample.get("count") else {}
+
+
+def _varies_table(res: dict) -> str:
+    """Grid keys with their values and sampled keys with their distributions."""
+    rows = [[f"`{k}`", "grid", v] for k, v in res["grid"].items()]
+    sample = res.get("sample") or {}
+    for key, dist in _sampled(res).items():
+        (kind, args), *_ = dist.items()
+        rows.append([f"`{key}`", f"sampled ({sample['count']} draws, seed {sample.get('seed')})",
+                     f"{kind} {args}"])  # fmt: skip
+    if not rows:
+        return "Only the seed varies."
+    return _md_table(["recipe key", "how", "values"], rows)
 
 
 def _files_table(summary: dict, folder: Path) -> str:
@@ -342,13 +367,10 @@ def _sections(recipe, summary: dict, folder: Path) -> dict:
 
     res = recipe.resolved
     first_name, first = next(iter(summary.items()))
-    grid = [[f"`{k}`", v] for k, v in res["grid"].items()]
-    fixed = {s: res[s] for s in ("task", "model", "init", "train")}
+    fixed = {s: res[s] for s in ("task", "model", "init", "train", "checkpoints")}
     return {
         "trained": _trained(res),
-        "grid_table": _md_table(["recipe key", "values"], grid)
-        if grid
-        else "Only the seed varies.",
+        "grid_table": _varies_table(res),
         "fixed_yaml": yaml.safe_dump(fixed, sort_keys=False).strip(),
         "counts": _counts(summary),
         "figures": _figures(folder),
