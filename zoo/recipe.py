@@ -158,13 +158,7 @@ def apply_scale(data: Any, source: str) -> dict:
         raise RecipeError(source, ["--scale: the recipe has no `scale:` section to apply"])
     data = copy.deepcopy(data)
     for key, value in scale.items():
-        *parents, last = str(key).split(".")
-        node = data
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise RecipeError(source, [f"scale.{key}: {part!r} is not a section"])
-        node[last] = copy.deepcopy(value)
+        _set_path(data, str(key), copy.deepcopy(value), source, f"scale.{key}")
     if "output.dir" not in scale:
         out = (data.get("output") or {}).get("dir") or f"out/{data['name']}"
         data.setdefault("output", {})["dir"] = f"{out}-scaled"
@@ -180,14 +174,19 @@ def apply_overrides(data: Any, overrides, source: str) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise RecipeError(source, [f"override {item!r} is not of the form dotted.key=value"])
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise RecipeError(source, [f"override {item!r}: {part!r} is not a section"])
-        node[last] = yaml.safe_load(raw)
+        _set_path(data, key, yaml.safe_load(raw), source, f"override {item!r}")
     return data
+
+
+def _set_path(data: dict, key: str, value: Any, source: str, what: str) -> None:
+    """``data[a][b][c] = value`` for ``key`` ``a.b.c``, creating sections on the way."""
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RecipeError(source, [f"{what}: {part!r} is not a section"])
+    node[last] = value
 
 
 def recipe_from_dict(data: dict, source: str = "<recipe>") -> Recipe:
