@@ -12,17 +12,34 @@ Public API::
 __version__ = "0.1.0"
 SCHEMA_VERSION = 1
 
-from .align import loss_barrier, match_weights  # noqa: E402
-from .augment import AUGMENTATIONS, Augmenter  # noqa: E402
-from .build import build_dataset, load_layout  # noqa: E402
-from .errors import ZooError  # noqa: E402
-from .hub import pull, push  # noqa: E402
-from .layout import Layout, PermutationSpec, apply_permutation, flatten, unflatten  # noqa: E402
-from .loader import iter_weights, load  # noqa: E402
-from .models import ARCHITECTURES, build_model, forward_population, to_module  # noqa: E402
-from .pipeline import plan, run, train  # noqa: E402
-from .recipe import Recipe, RunConfig, expand_recipe, load_recipe  # noqa: E402
-from .tasks import TASKS, load_task  # noqa: E402
+# name -> module: imported on first use (PEP 562), so `import zoo.training` in a Dask worker or
+# `zoo --help` does not pay for `datasets`, the Hub client and matplotlib.
+_EXPORTS = {
+    "loss_barrier": "align", "match_weights": "align", "AUGMENTATIONS": "augment",
+    "Augmenter": "augment", "build_dataset": "build", "load_layout": "build",
+    "ZooError": "errors", "pull": "hub", "push": "hub", "Layout": "layout",
+    "PermutationSpec": "layout", "apply_permutation": "layout", "flatten": "layout",
+    "unflatten": "layout", "iter_weights": "loader", "load": "loader",
+    "ARCHITECTURES": "models", "build_model": "models", "forward_population": "models",
+    "to_module": "models", "plan": "pipeline", "run": "pipeline", "train": "pipeline",
+    "Recipe": "recipe", "RunConfig": "recipe", "expand_recipe": "recipe",
+    "load_recipe": "recipe", "TASKS": "tasks", "load_task": "tasks",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "ARCHITECTURES", "Layout", "PermutationSpec", "Recipe", "RunConfig", "SCHEMA_VERSION",

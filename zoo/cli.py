@@ -14,8 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import __version__, pipeline
-from .build import build_dataset
+from . import __version__
 from .clusters import with_cluster_config
 from .dist import ExecOptions, resolve_device
 from .errors import ZooError
@@ -90,6 +89,20 @@ def _fail(err: ZooError) -> None:
     raise typer.Exit(code=2)
 
 
+def _pipeline():
+    """zoo.pipeline, imported when a command runs: `zoo --help` need not load torch and
+    `datasets`."""
+    from . import pipeline
+
+    return pipeline
+
+
+def build_dataset(recipe: Recipe, out) -> Path:
+    from .build import build_dataset
+
+    return build_dataset(recipe, out)
+
+
 def _load(recipe: Path, overrides: list[str] | None, scale: bool = False) -> Recipe:
     try:
         return load_recipe(recipe, overrides or [], scale=scale)
@@ -112,15 +125,16 @@ def _options(
 
 def _train(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
     """Train with a progress bar and a JSON event log (see :func:`_stage`)."""
-    return _stage("train", pipeline.plan(recipe).batches, pipeline.train, recipe, options,
+    return _stage("train", _pipeline().plan(recipe).batches, _pipeline().train, recipe, options,
                   quiet, json_log)  # fmt: skip
 
 
 def _landscape(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
     """Annotate with a progress bar and a JSON event log; stops on failed batches."""
-    batches = pipeline.plan_landscape_batches(recipe)
-    summary = _stage("landscape", batches, pipeline.landscape, recipe, options, quiet, json_log)
-    pipeline.raise_for_failures(summary, recipe, stage="landscape")
+    batches = _pipeline().plan_landscape_batches(recipe)
+    summary = _stage("landscape", batches, _pipeline().landscape, recipe, options, quiet,
+                     json_log)  # fmt: skip
+    _pipeline().raise_for_failures(summary, recipe, stage="landscape")
 
 
 def _stage(stage: str, batches: list, fn, recipe: Recipe, options: ExecOptions,
@@ -167,7 +181,7 @@ def run(
         opts = _options(rec, workers, scheduler, device, threads_per_worker, cluster,
                         cluster_config)  # fmt: skip
         summary = _train(rec, opts, quiet, json_log)
-        pipeline.raise_for_failures(summary, rec)
+        _pipeline().raise_for_failures(summary, rec)
         if rec.resolved["landscape"]["metrics"]:
             _landscape(rec, opts, quiet, json_log)
         folder = build_dataset(rec, rec.out_dir)
@@ -195,7 +209,7 @@ def train(
         opts = _options(rec, workers, scheduler, device, threads_per_worker, cluster,
                         cluster_config)  # fmt: skip
         summary = _train(rec, opts, quiet, json_log)
-        pipeline.raise_for_failures(summary, rec)
+        _pipeline().raise_for_failures(summary, rec)
     except ZooError as err:
         _fail(err)
     console.print(f"trained {len(summary.done)} batches into {rec.out_dir}")
@@ -224,7 +238,7 @@ def plan(recipe: RecipeArg, set: SetOpt = None, scale: ScaleOpt = False):
     """
     rec = _load(recipe, set, scale)
     try:
-        p = pipeline.plan(rec)
+        p = _pipeline().plan(rec)
         params, memory = p.num_params(), p.memory_bytes()
         device = resolve_device(rec.execution.get("device") or "auto")
         seconds = p.estimated_seconds(device)

@@ -19,14 +19,15 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .clusters import CLUSTERS, has_bokeh, make_cluster
 from .errors import DistError
 from .fsio import is_remote, store_location
 from .manifest import SHARD_EXTS, Manifest, ShardRecord
-from .training import PopulationBatch, train_population, write_train_shards
+
+if TYPE_CHECKING:
+    from .training import PopulationBatch
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class ExecOptions:
 
 def resolve_device(device: str) -> str:
     if device == "auto":
+        import torch
+
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
@@ -88,6 +91,8 @@ def resolve_device(device: str) -> str:
 def worker_device(device: str) -> str:
     """The device of this worker: with several GPUs visible, worker ``n`` (the number its name
     ends with, as LocalCluster and jobqueue name them) takes GPU ``n mod count``."""
+    import torch
+
     device = resolve_device(device)
     count = torch.cuda.device_count() if device == "cuda" else 0
     if count <= 1:
@@ -106,6 +111,10 @@ def train_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
 
     A top-level function of plain data, so it runs the same in this process or on any worker.
     """
+    import torch
+
+    from .training import PopulationBatch, train_population, write_train_shards
+
     torch.set_num_threads(options["threads_per_worker"])
     pop = PopulationBatch.from_dict(batch)
     result = train_population(
@@ -187,7 +196,7 @@ def dashboard_link(client) -> str | None:
 
 # --- running a stage ----------------------------------------------------------------------------
 
-Progress = Callable[[str, PopulationBatch, str | None], None]
+Progress = Callable[[str, "PopulationBatch", str | None], None]
 TaskFn = Callable[[dict, str, dict], list[dict]]
 
 
