@@ -282,7 +282,6 @@ class PopulationTrainer:
         self.diverged_at: list[int | None] = [None] * len(self.runs)
         self.step_count = 0
         self.step_checkpoints = step_schedule(first, len(self.x_train))
-        self.result: TrainResult | None = None  # where mid-epoch snapshots go while training
         # each model's dropout masks come from its own stream, at its own rate (None: no layers)
         self.dropout = [
             (seeded_generator(r.seed, DROPOUT_STREAM), float(r.model["dropout"])) for r in self.runs
@@ -314,17 +313,19 @@ class PopulationTrainer:
         self.optimizers[k].step(leaves, dict(zip(leaves, grads, strict=True)), self.active[c0:c1])
         return loss.detach()
 
-    def train_epoch(self, epoch: int) -> None:
+    def train_epoch(self, epoch: int, result: TrainResult | None = None) -> None:
+        """One epoch of every model; mid-epoch checkpoints (``checkpoints.steps``) go into
+        ``result`` when given."""
         n, bs = len(self.x_train), self.runs[0].train["batch_size"]
         order = torch.stack([data_order(r.seed, epoch, n) for r in self.runs]).to(self.device)
-        self.current_epoch = epoch
-        for s in range(_steps(n, bs)):
+        self.current_epoch, per_epoch = epoch, _steps(n, bs)
+        for s in range(per_epoch):
             for k, (c0, c1) in enumerate(self.bounds):
                 self.step_chunk(k, order[c0:c1, s * bs : (s + 1) * bs])
             self.step_count += 1
-            if self.step_count in self.step_checkpoints and self.result is not None:
-                done = epoch - 1 + (s + 1) // _steps(n, bs)  # completed epochs
-                self.snapshot(done, self.result, step=self.step_count)
+            if result is not None and self.step_count in self.step_checkpoints:
+                done = epoch - 1 + (s + 1) // per_epoch  # completed epochs
+                self.snapshot(done, result, step=self.step_count)
 
     def snapshot(self, epoch: int, result: TrainResult, step: int | None = None) -> None:
         """Record every model's weights and metrics after ``epoch`` completed epochs, or
@@ -354,13 +355,13 @@ class PopulationTrainer:
     def run(self, on_epoch: Callable[[int, int], None] | None = None) -> TrainResult:
         """Train to the last checkpoint epoch, snapshotting at each checkpoint epoch."""
         start = time.perf_counter()
-        result = self.result = TrainResult(self.layout)
+        result = TrainResult(self.layout)
         epochs = self.runs[0].train["epochs"]
         wanted = set(self.runs[0].checkpoints)
         if 0 in wanted:
             self.snapshot(0, result)
         for epoch in range(1, max(wanted) + 1 if wanted else epochs + 1):
-            self.train_epoch(epoch)
+            self.train_epoch(epoch, result)
             if epoch in wanted:
                 self.snapshot(epoch, result)
             if on_epoch:
