@@ -37,3 +37,18 @@ def test_first_command_runs_the_quickstart():
         "zoo run pipelines/quickstart.yaml" in first
         and "load_dataset('out/quickstart/dataset'" in first
     )
+
+
+def test_readme_recipe_and_landscape_examples_validate():
+    import yaml
+
+    from .conftest import tiny_recipe
+
+    recipe_block, landscape_block = [
+        b for b in _blocks("yaml") if b.startswith(("schema_version", "landscape:"))
+    ]
+    assert zoo.recipe.recipe_from_dict(yaml.safe_load(recipe_block)).resolved["seeds"] == 4
+    landscape = yaml.safe_load(landscape_block)["landscape"]
+    assert landscape["at"] == [5, 20]
+    recipe = tiny_recipe(landscape={**landscape, "at": [1, 2]})  # the tiny recipe trains 2 epochs
+    assert recipe.resolved["landscape"]["barrier"]["aligned"] is True
