@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import datasets
 import pytest
@@ -113,6 +114,9 @@ def test_cli_landscape_then_plot(tmp_path):
     result = runner.invoke(app, ["landscape", str(tmp_path), "--workers", "0"])
     assert result.exit_code == 0, result.output
     assert "annotated and rebuilt" in result.output
+    result = runner.invoke(app, ["inspect", str(tmp_path)], env={"COLUMNS": "200"})
+    assert "phases (last annotated epoch)" in result.output
+    assert re.search(r"│ (I|II|III|IV-A|IV-B) \d", result.output), result.output
     result = runner.invoke(
         app,
         [

@@ -317,25 +317,38 @@ def _print_inspect(out: Path) -> None:
 
     folder = out / "dataset"
     layouts = json.loads((folder / "layout.json").read_text())
-    table = Table(title=f"zoo {out}")
-    for col in ("config", "split", "rows", "runs", "params", "status", "test_acc (last epoch)"):
-        table.add_column(col)
+    rows = []
     for config in layouts:
-        parts = datasets.load_dataset(str(folder), config)
-        for split, ds in parts.items():
-            cols = ds.select_columns(["run_id", "status", "epoch", "test_acc"]).to_pandas()
-            last = cols[cols.epoch == cols.epoch.max()].test_acc
-            status = ", ".join(f"{k} {v}" for k, v in Counter(cols.status).items())
-            table.add_row(config, split, str(len(ds)), str(cols.run_id.nunique()),
-                          f"{layouts[config]['num_params']:,}", status,
-                          f"{last.mean():.3f} ± {last.std():.3f}" if len(last) > 1 else
-                          f"{last.mean():.3f}")  # fmt: skip
+        for split, ds in datasets.load_dataset(str(folder), config).items():
+            rows.append((config, split, len(ds), _inspect_cells(ds, layouts[config])))
+    phased = any(cells[-1] for *_, cells in rows)
+    table = Table(title=f"zoo {out}")
+    columns = ("config", "split", "rows", "runs", "params", "status", "test_acc (last epoch)")
+    for col in columns + (("phases (last annotated epoch)",) if phased else ()):
+        table.add_column(col)
+    for config, split, n, cells in rows:
+        table.add_row(config, split, str(n), *(cells if phased else cells[:-1]))
     Console().print(table)
+
+
+def _inspect_cells(ds, layout: dict) -> list[str]:
+    """runs, params, status counts, test accuracy at the last epoch, phase counts."""
+    names = ["run_id", "status", "epoch", "test_acc"] + (
+        ["phase"] if "phase" in ds.features else []
+    )
+    cols = ds.select_columns(names).to_pandas()
+    last = cols[cols.epoch == cols.epoch.max()].test_acc
+    status = ", ".join(f"{k} {v}" for k, v in Counter(cols.status).items())
+    acc = f"{last.mean():.3f} ± {last.std():.3f}" if len(last) > 1 else f"{last.mean():.3f}"
+    labelled = cols.dropna(subset=["phase"]) if "phase" in cols else cols.iloc[:0]
+    labelled = labelled[labelled.epoch == labelled.epoch.max()] if len(labelled) else labelled
+    phases = ", ".join(f"{k} {v}" for k, v in sorted(Counter(labelled.get("phase", [])).items()))
+    return [str(cols.run_id.nunique()), f"{layout['num_params']:,}", status, acc, phases]
 
 
 @app.command()
 def inspect(out: OutArg):
-    """Summarize a built zoo: configs, splits, rows, runs, status and accuracy.
+    """Summarize a built zoo: configs, splits, rows, runs, status, accuracy and phases.
 
     Example: zoo inspect out/quickstart
     """
