@@ -23,9 +23,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import safetensors.torch
 import torch
 from safetensors import safe_open
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
 
 from . import SCHEMA_VERSION, __version__
 from .errors import StoreError
@@ -150,7 +151,7 @@ def write_tensor_shard(
                 "safetensors metadata must map str to str; convert it (e.g. json.dumps) first"
             )
     meta = {**metadata, "zoo_version": __version__, "schema_version": str(SCHEMA_VERSION)}
-    data = safetensors.torch.save(_prepare_tensors(tensors), metadata=meta)
+    data = save_safetensors_bytes(_prepare_tensors(tensors), metadata=meta)
     ckpts = tuple(checkpoint_ids)
     return _record(Path(out_dir), rel, stage, batch_id, run_ids, ckpts, len(ckpts), data)
 
@@ -173,7 +174,7 @@ def read_tensor_shard(
         if is_remote(full):
             data = read_bytes(full)
             header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
-            return safetensors.torch.load(data), dict(header.get("__metadata__") or {})
+            return load_safetensors_bytes(data), dict(header.get("__metadata__") or {})
         with safe_open(store_location(full), framework="pt") as f:
             metadata = dict(f.metadata() or {})
             tensors = {name: f.get_tensor(name) for name in f.keys()}
