@@ -40,8 +40,8 @@ import torch
 
 from zoo.dist import ExecOptions, dask_client, run_stage, train_task
 from zoo.pipeline import plan
+from zoo.planning import PopulationBatch, plan_batches
 from zoo.recipe import expand_recipe, recipe_from_dict
-from zoo.training import PopulationBatch, plan_batches
 
 
 def recipe(out: str | None, **sections):

@@ -38,16 +38,10 @@ from dataclasses import dataclass, replace
 import torch
 from torch.nn import functional as F
 
+from zoo.planning import default_chunk, plan_batches
 from zoo.recipe import RunConfig, expand_recipe, recipe_from_dict
 from zoo.tasks import Task
-from zoo.training import (
-    PopulationTrainer,
-    data_order,
-    default_chunk,
-    init_model,
-    make_torch_optimizer,
-    plan_batches,
-)
+from zoo.training import PopulationTrainer, data_order, init_model, make_torch_optimizer
 
 BATCH = 64
 WARMUP_STEPS = 3

@@ -27,9 +27,9 @@ from zoo.dist import ExecOptions, run_stage, run_train, train_task
 from zoo.errors import DistError, RecipeError
 from zoo.manifest import Manifest
 from zoo.pipeline import plan
+from zoo.planning import MemoryModel, memory_model, plan_batches
 from zoo.progress import StageLog
 from zoo.store import read_tensor_shard
-from zoo.training import MemoryModel, memory_model, plan_batches
 
 from .conftest import tiny_recipe
 

@@ -4,9 +4,10 @@ import torch
 
 from zoo.ids import checkpoint_id
 from zoo.models import SeededDropout, build_model, forward_population, to_module
+from zoo.planning import plan_batches
 from zoo.recipe import expand_recipe
 from zoo.tasks import load_task
-from zoo.training import plan_batches, train_one, train_population
+from zoo.training import train_one, train_population
 
 from .conftest import tiny_recipe
 

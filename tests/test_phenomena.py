@@ -10,8 +10,9 @@ from pathlib import Path
 import yaml
 
 from zoo.ids import checkpoint_id
+from zoo.planning import plan_batches
 from zoo.recipe import expand_recipe, recipe_from_dict
-from zoo.training import plan_batches, train_population
+from zoo.training import train_population
 
 PIPELINES = Path(__file__).parent.parent / "pipelines"
 

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from zoo.errors import RecipeError
+from zoo.planning import plan_batches
 from zoo.recipe import (
     RunConfig,
     expand_recipe,
@@ -13,7 +14,6 @@ from zoo.recipe import (
     recipe_from_dict,
     recipe_schema,
 )
-from zoo.training import plan_batches
 
 from .conftest import tiny_recipe
 

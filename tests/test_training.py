@@ -9,8 +9,9 @@ from zoo.errors import TrainingError
 from zoo.ids import checkpoint_id
 from zoo.inits import INITS, init_module
 from zoo.models import build_model
+from zoo.planning import plan_batches
 from zoo.recipe import expand_recipe
-from zoo.training import PopulationTrainer, plan_batches, train_one, train_population
+from zoo.training import PopulationTrainer, train_one, train_population
 
 from .conftest import tiny_recipe
 

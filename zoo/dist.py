@@ -27,7 +27,7 @@ from .fsio import is_remote, store_location
 from .manifest import SHARD_EXTS, Manifest, ShardRecord
 
 if TYPE_CHECKING:
-    from .training import PopulationBatch
+    from .planning import PopulationBatch
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,8 @@ def train_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
     """
     import torch
 
-    from .training import PopulationBatch, train_population, write_train_shards
+    from .planning import PopulationBatch
+    from .training import train_population, write_train_shards
 
     torch.set_num_threads(options["threads_per_worker"])
     pop = PopulationBatch.from_dict(batch)

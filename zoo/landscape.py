@@ -40,10 +40,11 @@ from .metrics import (
 )
 from .models import build_model
 from .phases import PHASE_RULE
+from .planning import population_key
 from .recipe import RunConfig
 from .store import read_tensor_shard, write_table_shard
 from .tasks import Task, load_task
-from .training import init_model, population_key, seeded_generator
+from .training import init_model, seeded_generator
 
 LANCZOS_STREAM, TRACE_STREAM, PROBE_STREAM, BEZIER_STREAM = 11, 12, 13, 14
 

@@ -16,16 +16,10 @@ from .errors import DistError
 from .fsio import atomic_write_bytes
 from .landscape import LandscapeBatch, landscape_task, plan_landscape
 from .models import build_model
+from .planning import PopulationBatch, default_chunk, memory_model, plan_batches, population_key
 from .recipe import Recipe, RunConfig, expand_recipe
 from .tasks import load_task
-from .training import (
-    PopulationBatch,
-    default_chunk,
-    memory_model,
-    plan_batches,
-    population_key,
-    step_schedule,
-)
+from .training import step_schedule
 
 ROW_OVERHEAD_BYTES = 400  # ids, metrics and hyperparameter columns of one row, roughly
 # float32 FLOP/s one worker sustains on population batches of small models, for time estimates:

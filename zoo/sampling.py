@@ -1,5 +1,5 @@
 """Sampled hyperparameters and checkpoint schedules: the pure functions that turn a recipe's
-``sample:`` and ``checkpoints:`` sections into values (validation lives in :mod:`zoo.recipe`).
+``sample:`` and ``checkpoints:`` sections into values (validation lives in :mod:`zoo.validation`).
 
 Sampling follows Unterthiner et al. 2020 ("Predicting neural network accuracy from weights"),
 whose zoo draws every run's hyperparameters at random instead of from a grid. Draws are seeded
