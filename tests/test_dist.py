@@ -100,6 +100,15 @@ def _kill_recipe(out, **execution):
                        execution={"workers": 0, "population_size": 1, **execution})  # fmt: skip
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when pytest dies, even by SIGKILL (Linux), so no scheduler or
+    worker outlives a killed test run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @pytest.fixture(scope="module")
 def external_cluster(tmp_path_factory):
     """``python -m dask scheduler`` and two ``dask worker`` on 127.0.0.1; no nannies, so a
@@ -109,7 +118,8 @@ def external_cluster(tmp_path_factory):
     address = f"tcp://127.0.0.1:{port}"
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, BARRIER_ENV: str(barrier), "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": ROOT, "env": env}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": ROOT, "env": env,
+             "preexec_fn": _die_with_parent}  # fmt: skip
     dask = [sys.executable, "-m", "dask"]
     procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard"], **quiet)]  # fmt: skip
