@@ -53,6 +53,8 @@ def test_scale_sets_keys_replaces_sections_and_is_explained_when_missing(tmp_pat
     assert big.resolved["train"]["epochs"] == 7 and big.resolved["seeds"] == 2
     assert big.resolved["grid"] == {"model.width": [4, 8, 16]}  # train.lr gone: replaced
     assert big.out_dir == tmp_path / "z-scaled" and len(expand_recipe(big)) == 6
+    path.write_text(yaml.safe_dump({**data, "name": "r", "output": None}))  # `output:` empty
+    assert load_recipe(path, scale=True).out_dir == Path("out/r-scaled")
     del data["scale"]
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(RecipeError, match="--scale: the recipe has no `scale:` section"):

@@ -96,7 +96,7 @@ def _stage(stage: str, batches: list, fn, recipe: Recipe, options: ExecOptions,
         if not quiet:
             log.listeners.append(stack.enter_context(StageBar(console, stage, len(batches))))
         try:
-            summary = fn(recipe, options, log, on_start=log.start)
+            summary = fn(recipe, options, log, batches=batches, on_start=log.start)
         except KeyboardInterrupt:
             log.end(None, interrupted=True)
             stack.close()

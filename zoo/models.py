@@ -317,8 +317,8 @@ def forward_population(
             differ, the module's own ``p`` is not used); ``None``: dropout is the identity.
         unfold_first: with a shared input, run a first convolution as a matmul over the
             unfolded input patches. Same values; its double backward (Hessian-vector products)
-            is about twice as fast on CPU as a convolution's, which also computes the gradient
-            of the input it does not need.
+            skips the input gradient a convolution's computes and does not need (CNN-s HVP on
+            256 examples: 52 -> 40 ms on CPU).
     Returns:
         logits ``(M, B, n_classes)``; model m's slice equals ``module`` loaded with its weights.
     """

@@ -100,14 +100,14 @@ class Plan:
             n_train = len(load_task(run.task).x_train)
             per_epoch = math.ceil(n_train / run.train["batch_size"])
             chunks = math.ceil(len(batch.runs) / (chunk or default_chunk(run.model)))
-            total += per_epoch * run.train["epochs"] * chunks
+            total += per_epoch * max(run.checkpoints, default=0) * chunks  # trained epochs
         return total
 
     def estimated_seconds(self, device: str = "cpu") -> float:
         """Worker-seconds the plan needs on ``device`` (cpu or cuda): FLOPs / ``WORKER_FLOPS``
         plus ``STEP_SECONDS`` per chunk step. Rough: within 3x of the measured runtimes of the
-        shipped recipes (2-core CPU, 2 workers). Divide by the
-        number of workers for the wall time."""
+        shipped recipes (2-core CPU, 2 workers). Divide by the number of workers for the wall
+        time."""
         compute = sum(self.flops().values()) / WORKER_FLOPS[device]
         return compute + self.steps() * STEP_SECONDS[device]
 
@@ -147,13 +147,16 @@ def plan(recipe: Recipe) -> Plan:
 
 
 def train(
-    recipe: Recipe, options: ExecOptions, progress: Progress | None = None, **kwargs
-) -> RunSummary:
-    """Train every batch of the recipe that the manifest does not hold yet; ``kwargs`` go to
+    recipe: Recipe, options: ExecOptions, progress: Progress | None = None,
+    batches: list[PopulationBatch] | None = None, **kwargs,
+) -> RunSummary:  # fmt: skip
+    """Train every batch of the recipe that the manifest does not hold yet (``batches``: the
+    recipe's plan, when the caller has it already); ``kwargs`` go to
     :func:`zoo.dist.run_stage` (``client``, ``on_start``)."""
     out = recipe.out_dir  # a folder, or an fsspec URL (the store reads Path-mangled URLs too)
     atomic_write_bytes(out / "recipe.yaml", recipe.to_yaml().encode())  # creates the folder
-    return run_train(plan(recipe).batches, out, options, progress, **kwargs)
+    batches = plan(recipe).batches if batches is None else batches
+    return run_train(batches, out, options, progress, **kwargs)
 
 
 def raise_for_failures(summary: RunSummary, recipe: Recipe, stage: str = "train") -> None:
@@ -195,11 +198,13 @@ def plan_landscape_batches(recipe: Recipe) -> list[LandscapeBatch]:
 
 
 def landscape(
-    recipe: Recipe, options: ExecOptions, progress: Progress | None = None, **kwargs
-) -> RunSummary:
+    recipe: Recipe, options: ExecOptions, progress: Progress | None = None,
+    batches: list[LandscapeBatch] | None = None, **kwargs,
+) -> RunSummary:  # fmt: skip
     """Annotate the trained checkpoints with the recipe's landscape metrics (resumable: batches
-    whose metric shard the manifest holds are skipped); ``kwargs`` go to
-    :func:`zoo.dist.run_stage` (``client``, ``on_start``)."""
-    batches = plan_landscape_batches(recipe)
+    whose metric shard the manifest holds are skipped; ``batches``: the landscape plan, when the
+    caller has it already); ``kwargs`` go to :func:`zoo.dist.run_stage` (``client``,
+    ``on_start``)."""
+    batches = plan_landscape_batches(recipe) if batches is None else batches
     return run_stage("landscape", batches, landscape_task, recipe.out_dir, options, progress,
                      done_exts=("parquet",), **kwargs)  # fmt: skip

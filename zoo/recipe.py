@@ -152,8 +152,8 @@ def apply_scale(data: Any, source: str) -> dict:
     for key, value in scale.items():
         _set_path(data, str(key), copy.deepcopy(value), source, f"scale.{key}")
     if "output.dir" not in scale:
-        out = (data.get("output") or {}).get("dir") or f"out/{data['name']}"
-        data.setdefault("output", {})["dir"] = f"{out}-scaled"
+        output = data.get("output") or {}  # `output:` may be written but empty
+        data["output"] = {**output, "dir": f"{output.get('dir') or 'out/' + data['name']}-scaled"}
     return data
 
 
