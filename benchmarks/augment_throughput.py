@@ -37,7 +37,12 @@ import datasets
 import torch
 from torch.utils.data import DataLoader
 
-from zoo.augment import (
+from zoo.dist.pipeline import run
+from zoo.layout import Layout, flatten
+from zoo.nn.architectures import build_model
+from zoo.recipe import recipe_from_dict
+from zoo.store.dataset import load_layout
+from zoo.weightspace.augment import (
     Augmenter,
     Dropout,
     Erase,
@@ -49,12 +54,7 @@ from zoo.augment import (
     SignFlip,
     augment,
     default_augmentations,
-)  # fmt: skip
-from zoo.build import load_layout
-from zoo.layout import Layout, flatten
-from zoo.models import build_model
-from zoo.pipeline import run
-from zoo.recipe import recipe_from_dict
+)
 
 BATCH = 256
 TARGET = 1.3
@@ -115,14 +115,19 @@ def zoo_dataset(n_rows: int, workdir: Path) -> tuple[datasets.Dataset, Layout]:
     idx files are missing), 1 epoch, so it takes seconds; the rows' weights are what loading
     costs, not how well they were trained.
     """
-    recipe = recipe_from_dict({
-        "schema_version": 1, "name": "bench_cnn_s",
-        "task": {"name": "fashion_mnist", "n_train": 256, "n_test": 256},
-        "model": {"arch": "cnn_s", "activation": "tanh"},
-        "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 64, "epochs": 1},
-        "seeds": 16, "checkpoints": {"epochs": [0, 1]},
-        "execution": {"workers": 0}, "output": {"dir": str(workdir / "zoo")},
-    })  # fmt: skip
+    recipe = recipe_from_dict(
+        {
+            "schema_version": 1,
+            "name": "bench_cnn_s",
+            "task": {"name": "fashion_mnist", "n_train": 256, "n_test": 256},
+            "model": {"arch": "cnn_s", "activation": "tanh"},
+            "train": {"optimizer": "adam", "lr": 0.001, "batch_size": 64, "epochs": 1},
+            "seeds": 16,
+            "checkpoints": {"epochs": [0, 1]},
+            "execution": {"workers": 0},
+            "output": {"dir": str(workdir / "zoo")},
+        }
+    )
     folder = run(recipe)
     parts = list(datasets.load_dataset(str(folder)).values())
     ds = datasets.concatenate_datasets(parts)
@@ -159,9 +164,11 @@ def loader_table(n_rows: int, repeat: int) -> dict[str, float]:
         narrow = full.select_columns(["weights", "test_acc", "epoch"])
         for label, ds in (("every column", full), ("weights, test_acc, epoch", narrow)):
             times = loader_rows(ds.with_format("torch"), layout, repeat)
-            print(f"\n### One DataLoader epoch: {n_rows} CNN-s zoo rows, {label} "
-                  f"({len(ds.column_names)} columns); batch {BATCH}, shuffled, torch format, "
-                  f"num_workers=0, 1 thread, best of {repeat}\n")  # fmt: skip
+            print(
+                f"\n### One DataLoader epoch: {n_rows} CNN-s zoo rows, {label} "
+                f"({len(ds.column_names)} columns); batch {BATCH}, shuffled, torch format, "
+                f"num_workers=0, 1 thread, best of {repeat}\n"
+            )
             print("| loading | epoch s | rows/s | vs plain |")
             print("|---|---:|---:|---:|")
             plain = times["plain (default collate)"]
@@ -181,13 +188,17 @@ def main() -> None:
     if args.quick:
         args.batches, args.repeat, args.rows = 5, 2, 2048
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"datasets {datasets.__version__}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"datasets {datasets.__version__}"
+    )
     transform_table(args.batches, args.repeat)
     for label, ratio in loader_table(args.rows, args.repeat).items():
         verdict = "PASS" if ratio <= TARGET else "MISS"
-        print(f"{verdict}: default pipeline slows a DataLoader epoch ({label}) {ratio:.2f}x "
-              f"(target <= {TARGET}x)")  # fmt: skip
+        print(
+            f"{verdict}: default pipeline slows a DataLoader epoch ({label}) {ratio:.2f}x "
+            f"(target <= {TARGET}x)"
+        )
 
 
 if __name__ == "__main__":

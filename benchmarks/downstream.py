@@ -25,20 +25,25 @@ from pathlib import Path
 
 import torch
 
-from zoo.learn import (
-    augmentation_sets,
-    fit_statistics,
-    fit_weight_nets,
-    load_splits,
-)  # fmt: skip
-from zoo.pipeline import run
+from zoo.dist.pipeline import run
 from zoo.recipe import load_recipe
+from zoo.weightspace.learn import augmentation_sets, fit_statistics, fit_weight_nets, load_splits
 
 RECIPE = Path(__file__).parent.parent / "pipelines" / "fashion_cnn_s_init_lr.yaml"
-QUICK = ["train.epochs=4", "checkpoints.epochs=[0,1,2,4]", "task.n_train=4000",
-         "task.n_test=1000"]  # fmt: skip
-SETS = ("none", "permute", "sign_flip", "rescale", "noise", "dropout", "erase", "prune",
-        "mixup", "mixup_aligned", "default")  # fmt: skip
+QUICK = ["train.epochs=4", "checkpoints.epochs=[0,1,2,4]", "task.n_train=4000", "task.n_test=1000"]
+SETS = (
+    "none",
+    "permute",
+    "sign_flip",
+    "rescale",
+    "noise",
+    "dropout",
+    "erase",
+    "prune",
+    "mixup",
+    "mixup_aligned",
+    "default",
+)
 
 
 def build(out: Path, overrides: list[str]) -> Path:
@@ -88,17 +93,22 @@ def main() -> None:
         print(f"| {s.model} | {fmt(s.r2, None)} | {fmt(s.tau, None)} |")
     sets = [a for a in (args.augment or SETS) if a in augmentation_sets(data.layout, args.target)]
     start = time.perf_counter()
-    scores = fit_weight_nets(data, args.target, augmentations=sets, epochs=epochs,
-                             repeats=args.repeats)  # fmt: skip
-    print(f"\n### Weight-space nets -> {args.target}: {epochs} epochs, {args.repeats} seeds "
-          f"each, test split ({time.perf_counter() - start:.0f} s)\n")  # fmt: skip
+    scores = fit_weight_nets(
+        data, args.target, augmentations=sets, epochs=epochs, repeats=args.repeats
+    )
+    print(
+        f"\n### Weight-space nets -> {args.target}: {epochs} epochs, {args.repeats} seeds "
+        f"each, test split ({time.perf_counter() - start:.0f} s)\n"
+    )
     print("| augmentation | MLP R² | MLP τ | DeepSets R² | DeepSets τ |")
     print("|---|---:|---:|---:|---:|")
     by = {(s.model, s.augmentation): s for s in scores}
     for name in sets:
         m, d = by[("mlp", name)], by[("deepsets", name)]
-        print(f"| {name} | {fmt(m.r2, m.r2_std)} | {fmt(m.tau, m.tau_std)} | "
-              f"{fmt(d.r2, d.r2_std)} | {fmt(d.tau, d.tau_std)} |")  # fmt: skip
+        print(
+            f"| {name} | {fmt(m.r2, m.r2_std)} | {fmt(m.tau, m.tau_std)} | "
+            f"{fmt(d.r2, d.r2_std)} | {fmt(d.tau, d.tau_std)} |"
+        )
     print()
     for net in ("mlp", "deepsets"):
         for name in sets[1:]:

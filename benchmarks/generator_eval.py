@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from zoo.generators import nearest_after_alignment, signature
 from zoo.layout import apply_permutation, flatten, unflatten
-from zoo.models import build_model
+from zoo.nn.architectures import build_model
+from zoo.weightspace.generators import nearest_after_alignment, signature
 
 
 def population(layout, n: int, gen: torch.Generator) -> torch.Tensor:

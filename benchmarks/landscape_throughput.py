@@ -18,13 +18,13 @@ import time
 
 import torch
 
-from zoo.hessian import PopulationHVP, hutchinson_trace, lanczos_top, rademacher
 from zoo.layout import unflatten
-from zoo.models import build_model
-from zoo.planning import plan_batches
+from zoo.nn.architectures import build_model
 from zoo.recipe import expand_recipe, recipe_from_dict
+from zoo.stages.landscape.hessian import PopulationHVP, hutchinson_trace, lanczos_top, rademacher
+from zoo.stages.plan import plan_batches
+from zoo.stages.train import PopulationTrainer
 from zoo.tasks import Task
-from zoo.training import PopulationTrainer
 
 ARCHS = {
     "mlp": ({"arch": "mlp", "width": 64, "depth": 2, "activation": "relu"}, "MLP 784-64-64-10"),

@@ -35,24 +35,27 @@ import pyarrow.parquet as pq
 import torch
 
 import zoo
-from zoo import build
-from zoo.dist import ExecOptions
+from zoo.dist.options import ExecOptions
 from zoo.recipe import recipe_from_dict
+from zoo.stages.build import dataset as build
 
 BATCH = 256
 
 
 def bench_recipe(out: Path, seeds: int) -> zoo.Recipe:
-    return recipe_from_dict({
-        "schema_version": 1, "name": "load_bench",
-        "task": {"name": "digits"},
-        "model": {"arch": "cnn_small", "width": 16, "activation": "relu"},
-        "train": {"optimizer": "adam", "lr": 0.003, "batch_size": 64, "epochs": 5},
-        "seeds": seeds,
-        "checkpoints": {"epochs": [0, 1, 2, 3, 4, 5]},
-        "execution": {"workers": 0, "population_size": 64},
-        "output": {"dir": str(out), "splits": {"train": 1.0}},
-    })  # fmt: skip
+    return recipe_from_dict(
+        {
+            "schema_version": 1,
+            "name": "load_bench",
+            "task": {"name": "digits"},
+            "model": {"arch": "cnn_small", "width": 16, "activation": "relu"},
+            "train": {"optimizer": "adam", "lr": 0.003, "batch_size": 64, "epochs": 5},
+            "seeds": seeds,
+            "checkpoints": {"epochs": [0, 1, 2, 3, 4, 5]},
+            "execution": {"workers": 0, "population_size": 64},
+            "output": {"dir": str(out), "splits": {"train": 1.0}},
+        }
+    )
 
 
 def best_of(readers: dict, repeats: int) -> dict[str, float]:
@@ -111,8 +114,11 @@ def main() -> None:
     npy = args.out / "weights.npy"
     np.save(npy, flat)
     memmap = np.load(npy, mmap_mode="r")  # (N, P) float32, mapped once like datasets' table
-    variants = {"per file (zoo build)": None, "BYTE_STREAM_SPLIT": "BYTE_STREAM_SPLIT",
-                "PLAIN": "PLAIN"}  # fmt: skip
+    variants = {
+        "per file (zoo build)": None,
+        "BYTE_STREAM_SPLIT": "BYTE_STREAM_SPLIT",
+        "PLAIN": "PLAIN",
+    }
     sizes = {n: write_variant(table, args.out / f"variant_{e}", e) for n, e in variants.items()}
     cache = args.out / "hf_cache"
     shutil.rmtree(cache, ignore_errors=True)
@@ -146,8 +152,10 @@ def build_zoo(out: Path, seeds: int) -> tuple[Path, str, pa.Table]:
 
 def report(n, p, raw, timings, prepare, sizes, table) -> None:
     ref = timings["raw .npy memmap (reference)"]
-    print(f"\n{n} rows x {p} float32 weights = {raw / 2**20:.1f} MiB raw; batches of {BATCH}; "
-          f"1 thread; warm page cache; best of repeats")  # fmt: skip
+    print(
+        f"\n{n} rows x {p} float32 weights = {raw / 2**20:.1f} MiB raw; batches of {BATCH}; "
+        f"1 thread; warm page cache; best of repeats"
+    )
     print(f"\n{'reader':40s} {'GB/s':>8s} {'vs memmap':>10s}")
     for name, t in timings.items():
         print(f"{name:40s} {raw / t / 1e9:8.2f} {ref / t:10.2f}")

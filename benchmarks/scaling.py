@@ -4,7 +4,7 @@ Three measurements, in one run, on the embedded ``LocalCluster``:
 
 1. **Throughput**, 1 vs 2 worker processes (one thread each): the same 16 population batches
    of 8 models (digits MLP 64-32-32-10, SGD, 6 epochs) trained through
-   :func:`zoo.dist.run_stage` into a fresh output folder, best of 3 rounds. Workers are warmed
+   :func:`zoo.dist.run.run_stage` into a fresh output folder, best of 3 rounds. Workers are warmed
    first (modules imported, task loaded), so the wall time is that of training, writing shards
    and recording receipts. Parallel efficiency = models/s with 2 workers / (2 x models/s with
    1). In-process (``--workers 0``) for reference.
@@ -38,10 +38,11 @@ import tracemalloc
 import psutil
 import torch
 
-from zoo.dist import ExecOptions, dask_client, run_stage, train_task
-from zoo.pipeline import plan
-from zoo.planning import PopulationBatch, plan_batches
+from zoo.dist.options import ExecOptions
+from zoo.dist.run import dask_client, run_stage
 from zoo.recipe import expand_recipe, recipe_from_dict
+from zoo.stages.plan import PopulationBatch, plan, plan_batches
+from zoo.stages.train import train_task
 
 
 def recipe(out: str | None, **sections):
@@ -171,9 +172,16 @@ def big_plan(n_lrs: int, seeds: int) -> dict:
     plan_batches(expand_recipe(rec), ex["population_size"], ex["batch_memory_mb"] << 20)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return {"runs": len(runs), "batches": len(batches), "expand_s": t_expand, "plan_s": t_plan,
-            "submit_s": t_all - t_plan, "total_s": t_all, "peak_mb": peak / 2**20,
-            "rss_mb": rss.growth_mb}  # fmt: skip
+    return {
+        "runs": len(runs),
+        "batches": len(batches),
+        "expand_s": t_expand,
+        "plan_s": t_plan,
+        "submit_s": t_all - t_plan,
+        "total_s": t_all,
+        "peak_mb": peak / 2**20,
+        "rss_mb": rss.growth_mb,
+    }
 
 
 def report(args) -> None:
@@ -199,13 +207,20 @@ def report(args) -> None:
         "plan: Python peak (tracemalloc) MiB | plan + submit: client RSS peak growth MiB |"
     )
     print("|---|---|---|---|---|---|---|---|")
-    print(f"| {big['runs']:,} | {big['batches']} | {big['expand_s']:.2f} | "
-          f"{big['plan_s'] - big['expand_s']:.2f} | {big['submit_s']:.2f} | {big['total_s']:.2f} "
-          f"| {big['peak_mb']:.0f} | {big['rss_mb']:.0f} |\n")  # fmt: skip
-    checks = [("parallel efficiency >= 0.8", efficiency >= 0.8, f"{efficiency:.2f}"),
-              ("plan + submit < 10 s", big["total_s"] < 10, f"{big['total_s']:.2f} s"),
-              ("client memory < 1 GB", max(big["peak_mb"], big["rss_mb"]) < 1024,
-               f"{max(big['peak_mb'], big['rss_mb']):.0f} MiB")]  # fmt: skip
+    print(
+        f"| {big['runs']:,} | {big['batches']} | {big['expand_s']:.2f} | "
+        f"{big['plan_s'] - big['expand_s']:.2f} | {big['submit_s']:.2f} | {big['total_s']:.2f} "
+        f"| {big['peak_mb']:.0f} | {big['rss_mb']:.0f} |\n"
+    )
+    checks = [
+        ("parallel efficiency >= 0.8", efficiency >= 0.8, f"{efficiency:.2f}"),
+        ("plan + submit < 10 s", big["total_s"] < 10, f"{big['total_s']:.2f} s"),
+        (
+            "client memory < 1 GB",
+            max(big["peak_mb"], big["rss_mb"]) < 1024,
+            f"{max(big['peak_mb'], big['rss_mb']):.0f} MiB",
+        ),
+    ]
     for name, ok, value in checks:
         print(f"target: {name}: measured {value} {'PASS' if ok else 'MISS'}")
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -38,10 +38,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch.nn import functional as F
 
-from zoo.planning import default_chunk, plan_batches
+from zoo.nn.inits import init_model
 from zoo.recipe import RunConfig, expand_recipe, recipe_from_dict
+from zoo.stages.plan import default_chunk, plan_batches
+from zoo.stages.train import PopulationTrainer, data_order, make_torch_optimizer
 from zoo.tasks import Task
-from zoo.training import PopulationTrainer, data_order, init_model, make_torch_optimizer
 
 BATCH = 64
 WARMUP_STEPS = 3
@@ -80,13 +81,22 @@ class Job:
 
 def make_runs(arch: str, n: int) -> list[RunConfig]:
     """``n`` runs of one architecture that differ only by seed (SGD, momentum 0.9)."""
-    recipe = recipe_from_dict({
-        "schema_version": 1, "name": "bench", "task": {"name": "fashion_mnist"},
-        "model": MODELS[arch],
-        "train": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "batch_size": BATCH,
-                  "epochs": 1},
-        "seeds": n,
-    })  # fmt: skip
+    recipe = recipe_from_dict(
+        {
+            "schema_version": 1,
+            "name": "bench",
+            "task": {"name": "fashion_mnist"},
+            "model": MODELS[arch],
+            "train": {
+                "optimizer": "sgd",
+                "lr": 0.01,
+                "momentum": 0.9,
+                "batch_size": BATCH,
+                "epochs": 1,
+            },
+            "seeds": n,
+        }
+    )
     return expand_recipe(recipe)
 
 
@@ -95,8 +105,14 @@ def make_task(n_train: int) -> Task:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(n_train + BATCH, 1, 28, 28, generator=g)
     y = torch.randint(0, 10, (n_train + BATCH,), generator=g)
-    return Task("bench", x[:n_train].clone(), y[:n_train].clone(), x[n_train:].clone(),
-                y[n_train:].clone(), 10)  # fmt: skip
+    return Task(
+        "bench",
+        x[:n_train].clone(),
+        y[:n_train].clone(),
+        x[n_train:].clone(),
+        y[n_train:].clone(),
+        10,
+    )
 
 
 def steps_per_model(arch: str, n: int, quick: bool) -> int:
@@ -259,8 +275,10 @@ class Row:
 
     def markdown(self) -> str:
         pop, loop = self.pop_rate, self.loop_rate
-        return (f"| {LABELS[self.arch]} | {self.setting} | {self.n} | {pop:,.0f} | {loop:,.0f} | "
-                f"{self.ratio:.2f}x | {self.chunk} | {self.steps} |")  # fmt: skip
+        return (
+            f"| {LABELS[self.arch]} | {self.setting} | {self.n} | {pop:,.0f} | {loop:,.0f} | "
+            f"{self.ratio:.2f}x | {self.chunk} | {self.steps} |"
+        )
 
 
 def measure(job: Job, setting: str, workers: WorkerPair | None, repeat: int) -> float:
@@ -306,16 +324,22 @@ def load() -> str:
 
 def print_header(args) -> None:
     print(f"torch {torch.__version__}, python {platform.python_version()}, {cpu_model()}")
-    print(f"threads: torch.set_num_threads(1) in this process and in each worker "
-          f"(get_num_threads={torch.get_num_threads()}, "
-          f"interop={torch.get_num_interop_threads()})")  # fmt: skip
+    print(
+        f"threads: torch.set_num_threads(1) in this process and in each worker "
+        f"(get_num_threads={torch.get_num_threads()}, "
+        f"interop={torch.get_num_interop_threads()})"
+    )
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-    print(f"cuda: {cuda}; batch {BATCH} per model, SGD momentum 0.9, warm-up {WARMUP_STEPS} "
-          f"steps, best of {args.repeat}; loop CNNs in channels_last")  # fmt: skip
+    print(
+        f"cuda: {cuda}; batch {BATCH} per model, SGD momentum 0.9, warm-up {WARMUP_STEPS} "
+        f"steps, best of {args.repeat}; loop CNNs in channels_last"
+    )
     print(f"load average at start: {load()} (other work on the machine skews every figure)")
     print()
-    print("| arch | setting | n | population model-steps/s | loop model-steps/s | ratio "
-          "| chunk | steps/model |")  # fmt: skip
+    print(
+        "| arch | setting | n | population model-steps/s | loop model-steps/s | ratio "
+        "| chunk | steps/model |"
+    )
     print("|---|---|---|---|---|---|---|---|", flush=True)
 
 
@@ -334,9 +358,11 @@ def print_targets(rows: list[Row]) -> None:
     for arch in TARGETS:
         one, two = found.get((arch, ONE, TARGET_N)), found.get((arch, TWO, TARGET_N))
         if one and two:
-            print(f"note: n={TARGET_N} {SHORT[arch]}: population 2 procs / 1 proc = "
-                  f"{two.pop_rate / one.pop_rate:.2f}x; population 2 procs / loop 1 proc = "
-                  f"{two.pop_rate / one.loop_rate:.2f}x")  # fmt: skip
+            print(
+                f"note: n={TARGET_N} {SHORT[arch]}: population 2 procs / 1 proc = "
+                f"{two.pop_rate / one.pop_rate:.2f}x; population 2 procs / loop 1 proc = "
+                f"{two.pop_rate / one.loop_rate:.2f}x"
+            )
 
 
 def parse_args(argv=None):

@@ -27,8 +27,19 @@ import yaml
 
 ENDPOINT = "https://huggingface.co"
 LFS_SUFFIXES = (".parquet", ".safetensors", ".png", ".arrow", ".npy")
-SIZE_CATEGORIES = ["n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M",
-                   "100M<n<1B", "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"]  # fmt: skip
+SIZE_CATEGORIES = [
+    "n<1K",
+    "1K<n<10K",
+    "10K<n<100K",
+    "100K<n<1M",
+    "1M<n<10M",
+    "10M<n<100M",
+    "100M<n<1B",
+    "1B<n<10B",
+    "10B<n<100B",
+    "100B<n<1T",
+    "n>1T",
+]
 
 
 @dataclass(frozen=True)
@@ -106,28 +117,48 @@ class FakeHub:
             ("GET", r"/api/agent-harnesses", self.not_served),  # best-effort telemetry
             ("POST", r"/api/repos/create", self.create_repo),
             ("POST", r"/api/validate-yaml", self.validate_yaml),
-            ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?",
-             self.repo_info),
-            ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?",
-             self.tree),
-            ("POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/paths-info/(?P<rev>[^/]+)",
-             self.paths_info),
+            (
+                "GET",
+                r"/api/datasets/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<rev>[^/]+))?",
+                self.repo_info,
+            ),
+            (
+                "GET",
+                r"/api/datasets/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?",
+                self.tree,
+            ),
+            (
+                "POST",
+                r"/api/datasets/(?P<repo>[^/]+/[^/]+)/paths-info/(?P<rev>[^/]+)",
+                self.paths_info,
+            ),
             ("GET", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/refs", self.refs),
-            ("POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>[^/]+)",
-             self.preupload),
+            (
+                "POST",
+                r"/api/datasets/(?P<repo>[^/]+/[^/]+)/preupload/(?P<rev>[^/]+)",
+                self.preupload,
+            ),
             ("POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/commit/(?P<rev>[^/]+)", self.commit),
             ("POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/tag/(?P<rev>[^/]+)", self.tag),
-            ("POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/branch/(?P<branch>[^/]+)",
-             self.branch),
-            ("POST", r"/datasets/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch",
-             self.lfs_batch),
+            ("POST", r"/api/datasets/(?P<repo>[^/]+/[^/]+)/branch/(?P<branch>[^/]+)", self.branch),
+            (
+                "POST",
+                r"/datasets/(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/batch",
+                self.lfs_batch,
+            ),
             ("PUT", r"/fake-lfs/(?P<oid>[0-9a-f]{64})", self.lfs_put),
             ("POST", r"/fake-lfs/(?P<oid>[0-9a-f]{64})/verify", self.lfs_verify),
-            ("HEAD", r"/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)",
-             self.resolve),
-            ("GET", r"/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)",
-             self.resolve),
-        ]  # fmt: skip
+            (
+                "HEAD",
+                r"/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)",
+                self.resolve,
+            ),
+            (
+                "GET",
+                r"/datasets/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>.+)",
+                self.resolve,
+            ),
+        ]
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -231,8 +262,13 @@ class FakeHub:
         repo_id = f"{data.get('organization') or (user or ('',))[0]}/{data['name']}"
         self._check_write(repo_id, user)
         if repo_id in self.repos:  # the Hub names the existing repo's url in its 409
-            return _json({"error": "You already created this dataset repo",
-                          "url": f"{ENDPOINT}/datasets/{repo_id}"}, 409)  # fmt: skip
+            return _json(
+                {
+                    "error": "You already created this dataset repo",
+                    "url": f"{ENDPOINT}/datasets/{repo_id}",
+                },
+                409,
+            )
         repo = Repo(repo_id, data.get("visibility") == "private")
         attrs = "".join(f"*{s} filter=lfs diff=lfs merge=lfs -text\n" for s in LFS_SUFFIXES)
         repo.branches["main"] = self._new_commit(
@@ -244,8 +280,11 @@ class FakeHub:
     def validate_yaml(self, request, body, user):
         content = json.loads(body)["content"]
         meta = yaml.safe_load(content.split("---")[1]) if content.startswith("---") else {}
-        errors = [f"size_categories: {c!r} is not allowed" for c in
-                  meta.get("size_categories", []) if c not in SIZE_CATEGORIES]  # fmt: skip
+        errors = [
+            f"size_categories: {c!r} is not allowed"
+            for c in meta.get("size_categories", [])
+            if c not in SIZE_CATEGORIES
+        ]
         for config in meta.get("configs", []):
             if "config_name" not in config or "data_files" not in config:
                 errors.append(f"configs: {config} needs config_name and data_files")
@@ -260,13 +299,24 @@ class FakeHub:
         if "README.md" in files:
             text = files["README.md"].data.decode()
             card = yaml.safe_load(text.split("---")[1]) if text.startswith("---") else {}
-        return _json({
-            "id": repo, "_id": hashlib.sha1(repo.encode()).hexdigest()[:24], "author": _ns(repo),
-            "sha": oid, "private": r.private, "gated": False, "disabled": False, "downloads": 0,
-            "likes": 0, "tags": card.get("tags", []), "cardData": card,
-            "lastModified": "2025-01-01T00:00:00.000Z", "createdAt": "2025-01-01T00:00:00.000Z",
-            "siblings": [{"rfilename": p} for p in sorted(files)],
-        })  # fmt: skip
+        return _json(
+            {
+                "id": repo,
+                "_id": hashlib.sha1(repo.encode()).hexdigest()[:24],
+                "author": _ns(repo),
+                "sha": oid,
+                "private": r.private,
+                "gated": False,
+                "disabled": False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": card.get("tags", []),
+                "cardData": card,
+                "lastModified": "2025-01-01T00:00:00.000Z",
+                "createdAt": "2025-01-01T00:00:00.000Z",
+                "siblings": [{"rfilename": p} for p in sorted(files)],
+            }
+        )
 
     def _entries(self, files: dict[str, Blob], prefix: str, recursive: bool) -> list[dict]:
         out, dirs = [], set()
@@ -280,8 +330,10 @@ class FakeHub:
                     dirs.add(base + "/".join(parts[:depth]))
             if recursive or len(parts) == 1:
                 out.append(_file_entry(path, files[path]))
-        out += [{"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0,
-                 "path": d} for d in sorted(dirs)]  # fmt: skip
+        out += [
+            {"type": "directory", "oid": hashlib.sha1(d.encode()).hexdigest(), "size": 0, "path": d}
+            for d in sorted(dirs)
+        ]
         return out
 
     def tree(self, request, body, user, repo, rev, path=None):
@@ -303,19 +355,31 @@ class FakeHub:
             if p in files:
                 out.append(_file_entry(p, files[p]))
             elif any(f.startswith(p + "/") for f in files):
-                out.append({"type": "directory", "oid": hashlib.sha1(p.encode()).hexdigest(),
-                            "size": 0, "path": p})  # fmt: skip
+                out.append(
+                    {
+                        "type": "directory",
+                        "oid": hashlib.sha1(p.encode()).hexdigest(),
+                        "size": 0,
+                        "path": p,
+                    }
+                )
         return _json(out)
 
     def refs(self, request, body, user, repo):
         r = self._repo(repo, user)
-        return _json({
-            "branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": c}
-                         for b, c in r.branches.items()],
-            "tags": [{"name": t, "ref": f"refs/tags/{t}", "targetCommit": c}
-                     for t, c in r.tags.items()],
-            "converts": [],
-        })  # fmt: skip
+        return _json(
+            {
+                "branches": [
+                    {"name": b, "ref": f"refs/heads/{b}", "targetCommit": c}
+                    for b, c in r.branches.items()
+                ],
+                "tags": [
+                    {"name": t, "ref": f"refs/tags/{t}", "targetCommit": c}
+                    for t, c in r.tags.items()
+                ],
+                "converts": [],
+            }
+        )
 
     def preupload(self, request, body, user, repo, rev):
         r = self._repo(repo, user, write=True)
@@ -324,8 +388,14 @@ class FakeHub:
         for f in json.loads(body)["files"]:
             lfs = f["path"].endswith(LFS_SUFFIXES) or f["size"] > 10 * 2**20
             old = files.get(f["path"])
-            out.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular",
-                        "shouldIgnore": False, "oid": old.etag if old else None})  # fmt: skip
+            out.append(
+                {
+                    "path": f["path"],
+                    "uploadMode": "lfs" if lfs else "regular",
+                    "shouldIgnore": False,
+                    "oid": old.etag if old else None,
+                }
+            )
         return _json({"files": out, "commitOid": r.resolve(rev)})
 
     def commit(self, request, body, user, repo, rev):
@@ -348,8 +418,13 @@ class FakeHub:
                 log["deleted"] += _delete(files, value["path"])
         log["oid"] = r.branches[rev] = self._new_commit(r, files)
         self.commits.append(log)
-        return _json({"commitUrl": f"{ENDPOINT}/datasets/{repo}/commit/{log['oid']}",
-                      "commitOid": log["oid"], "pullRequestUrl": None})  # fmt: skip
+        return _json(
+            {
+                "commitUrl": f"{ENDPOINT}/datasets/{repo}/commit/{log['oid']}",
+                "commitOid": log["oid"],
+                "pullRequestUrl": None,
+            }
+        )
 
     def _blob(self, key: str, value: dict) -> Blob:
         if key == "file":
@@ -403,8 +478,12 @@ class FakeHub:
         if path not in files:
             raise _error(404, f"Entry not found: {path}", "EntryNotFound")
         blob = files[path]
-        headers = {"X-Repo-Commit": oid, "ETag": f'"{blob.etag}"', "Accept-Ranges": "bytes",
-                   "Content-Length": str(len(blob.data))}  # fmt: skip
+        headers = {
+            "X-Repo-Commit": oid,
+            "ETag": f'"{blob.etag}"',
+            "Accept-Ranges": "bytes",
+            "Content-Length": str(len(blob.data)),
+        }
         if request.method == "HEAD":
             return httpx2.Response(200, headers=headers)
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("range", ""))
@@ -413,8 +492,12 @@ class FakeHub:
         start = int(match[1])
         end = min(int(match[2]) if match[2] else len(blob.data) - 1, len(blob.data) - 1)
         part = blob.data[start : end + 1]
-        headers.update({"Content-Range": f"bytes {start}-{end}/{len(blob.data)}",
-                        "Content-Length": str(len(part))})  # fmt: skip
+        headers.update(
+            {
+                "Content-Range": f"bytes {start}-{end}/{len(blob.data)}",
+                "Content-Length": str(len(part)),
+            }
+        )
         return httpx2.Response(206, headers=headers, content=part)
 
     # -- views for tests --------------------------------------------------------------------

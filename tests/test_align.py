@@ -7,17 +7,17 @@ import torch
 from torch.nn import functional as F
 
 import zoo
-from zoo.align import (
+from zoo.errors import AugmentError
+from zoo.layout import flatten, permute_rows
+from zoo.nn.architectures import build_model, to_module
+from zoo.weightspace.align import (
     Barrier,
     align,
     barrier_metrics,
     hidden_activations,
     loss_barrier,
     match_weights,
-)  # fmt: skip
-from zoo.errors import AugmentError
-from zoo.layout import flatten, permute_rows
-from zoo.models import build_model, to_module
+)
 
 from .conftest import tiny_recipe
 
@@ -81,8 +81,12 @@ def test_hidden_activations_are_the_units_of_each_group():
     module, layout = build_model(*CASES[1], 10)
     acts = hidden_activations(module, torch.randn(3, 1, 28, 28))
     shapes = {k: tuple(v[1].shape) for k, v in acts.items()}
-    assert shapes == {"conv1": (3, 8, 12, 12), "conv2": (3, 6, 4, 4), "conv3": (3, 4, 3, 3),
-                      "fc1": (3, 20)}  # fmt: skip
+    assert shapes == {
+        "conv1": (3, 8, 12, 12),
+        "conv2": (3, 6, 4, 4),
+        "conv3": (3, 4, 3, 3),
+        "fc1": (3, 20),
+    }
     assert torch.all(acts["conv3"][1].abs() <= 1)  # after tanh
 
 
@@ -134,10 +138,15 @@ def test_align_explains_mismatched_shapes():
 
 
 def test_barrier_on_a_zoo_model_and_its_task(tmp_path):
-    folder = zoo.run(tiny_recipe(tmp_path, seeds=1, grid={"train.lr": [0.1]},
-                                 train={"optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
-                                        "batch_size": 32, "epochs": 8},
-                                 checkpoints={"epochs": [8]}))  # fmt: skip
+    folder = zoo.run(
+        tiny_recipe(
+            tmp_path,
+            seeds=1,
+            grid={"train.lr": [0.1]},
+            train={"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "batch_size": 32, "epochs": 8},
+            checkpoints={"epochs": [8]},
+        )
+    )
     layout = zoo.load_layout(folder)
     ds = datasets.load_dataset(str(folder))
     row = next(iter(ds.values()))[0]

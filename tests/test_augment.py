@@ -13,7 +13,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import zoo
-from zoo.augment import (
+from zoo.errors import AugmentError
+from zoo.layout import flatten, permute_rows
+from zoo.nn.architectures import ARCHITECTURES, build_model, to_module
+from zoo.weightspace.augment import (
     AUGMENTATIONS,
     MAXPOOL_BEFORE_ACTIVATION,
     Augmenter,
@@ -24,15 +27,14 @@ from zoo.augment import (
     Permute,
     Prune,
     Rescale,
+    Rows,
     SignFlip,
     Transform,
     augment,
     exact_symmetries,
+    generator_for,
     sign_flip_groups,
-)  # fmt: skip
-from zoo.errors import AugmentError
-from zoo.layout import flatten, permute_rows
-from zoo.models import ARCHITECTURES, build_model, to_module
+)
 
 from .conftest import tiny_recipe
 
@@ -70,12 +72,22 @@ def test_exact_symmetries_keep_the_outputs(cfg, shape, act):
 
 
 def test_sign_flip_and_rescale_are_offered_only_where_exact():
-    names = {a: [t.name for t in exact_symmetries(population(
-        {"arch": "mlp", "width": 4, "depth": 1, "activation": a}, (3,), 1)[1])]
-        for a in ACTIVATIONS}  # fmt: skip
-    assert names == {"tanh": ["permute", "sign_flip"], "relu": ["permute", "rescale"],
-                     "leaky_relu": ["permute", "rescale"], "gelu": ["permute"],
-                     "sigmoid": ["permute"]}  # fmt: skip
+    names = {
+        a: [
+            t.name
+            for t in exact_symmetries(
+                population({"arch": "mlp", "width": 4, "depth": 1, "activation": a}, (3,), 1)[1]
+            )
+        ]
+        for a in ACTIVATIONS
+    }
+    assert names == {
+        "tanh": ["permute", "sign_flip"],
+        "relu": ["permute", "rescale"],
+        "leaky_relu": ["permute", "rescale"],
+        "gelu": ["permute"],
+        "sigmoid": ["permute"],
+    }
     _, relu = population({"arch": "mlp", "width": 4, "depth": 1, "activation": "relu"}, (3,), 1)
     with pytest.raises(AugmentError, match=r"sign_flip is a symmetry only of odd.*'relu'.*rescale"):
         Augmenter(relu, [SignFlip()])
@@ -115,16 +127,25 @@ def test_a_sign_flip_before_a_max_pool_would_change_the_function():
     assert (outputs(flipped, layout, x) - outputs(rows, layout, x)).abs().max() > 1e-3
 
 
-ALL = [Permute(), SignFlip(), Noise(0.1), Dropout(0.2), Erase(p=1.0), Prune((0.1, 0.5)),
-       Mixup(0.4, targets=("test_acc",)), Mixup(0.4, aligned=True)]  # fmt: skip
+ALL = [
+    Permute(),
+    SignFlip(),
+    Noise(0.1),
+    Dropout(0.2),
+    Erase(p=1.0),
+    Prune((0.1, 0.5)),
+    Mixup(0.4, targets=("test_acc",)),
+    Mixup(0.4, aligned=True),
+]
 
 
 @pytest.mark.parametrize(
     "transform", ALL, ids=lambda t: f"{t.name}{'_aligned' * getattr(t, 'aligned', 0)}"
 )
 def test_transforms_are_seeded_and_pure(transform):
-    rows, layout = population({"arch": "mlp", "width": 8, "depth": 2, "activation": "tanh"},
-                              (1, 8, 8), 6)  # fmt: skip
+    rows, layout = population(
+        {"arch": "mlp", "width": 8, "depth": 2, "activation": "tanh"}, (1, 8, 8), 6
+    )
     acc = torch.linspace(0.1, 0.9, 6, dtype=torch.float64)
     before, acc_before = rows.clone(), acc.clone()
     a = augment(rows, layout, [transform], seed=3, targets={"test_acc": acc})
@@ -166,8 +187,9 @@ def test_dropout_erase_and_prune_zero_what_they_promise():
 
 
 def test_mixup_mixes_weights_and_targets_with_one_lambda():
-    rows, layout = population({"arch": "mlp", "width": 8, "depth": 1, "activation": "relu"},
-                              (4,), 8)  # fmt: skip
+    rows, layout = population(
+        {"arch": "mlp", "width": 8, "depth": 1, "activation": "relu"}, (4,), 8
+    )
     score = rows.double().sum(1)  # a target that is linear in the weights
     out = augment(rows, layout, [Mixup(1.0, targets=("score",))], seed=0, targets={"score": score})
     torch.testing.assert_close(out.weights.double().sum(1), out.targets["score"], atol=1e-4, rtol=0)
@@ -188,12 +210,15 @@ def test_aligned_mixup_of_permuted_copies_is_the_model_itself():
 
 def test_batched_permutation_matches_apply_permutation_per_row():
     rows, layout = population({"arch": "cnn_s", "activation": "relu"}, (1, 28, 28), 3)
-    perms = {g: torch.stack([torch.randperm(n) for _ in range(3)])
-             for g, n in layout.perm_spec.sizes.items()}  # fmt: skip
+    perms = {
+        g: torch.stack([torch.randperm(n) for _ in range(3)])
+        for g, n in layout.perm_spec.sizes.items()
+    }
     batched = permute_rows(rows, layout, perms)
     for b in range(3):
-        one = zoo.apply_permutation(zoo.unflatten(rows[b], layout), layout.perm_spec,
-                                    {g: p[b] for g, p in perms.items()})  # fmt: skip
+        one = zoo.apply_permutation(
+            zoo.unflatten(rows[b], layout), layout.perm_spec, {g: p[b] for g, p in perms.items()}
+        )
         assert torch.equal(batched[b], flatten(one, layout))
 
 
@@ -201,7 +226,7 @@ def test_fused_symmetries_equal_the_transforms_one_after_another():
     rows, layout = population({"arch": "cnn_s", "activation": "tanh"}, (1, 28, 28), 8)
     chain = [Permute(), SignFlip(), Noise(0.1), Permute(), SignFlip(0.3)]
     fused = augment(rows, layout, chain, seed=9).weights
-    gen, one_by_one = zoo.augment.generator_for(9), zoo.augment.Rows(rows)
+    gen, one_by_one = generator_for(9), Rows(rows)
     for t in chain:
         one_by_one = t(one_by_one, layout, gen)
     assert torch.equal(fused, one_by_one.weights)
@@ -267,8 +292,13 @@ def test_dataloader_workers_draw_new_augmentations_each_epoch_reproducibly(built
 
     def epochs(seed):
         aug = Augmenter(layout, [Permute(), SignFlip()], seed=0)
-        loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=aug.collate,
-                            generator=torch.Generator().manual_seed(seed))  # fmt: skip
+        loader = DataLoader(
+            ds,
+            batch_size=4,
+            num_workers=2,
+            collate_fn=aug.collate,
+            generator=torch.Generator().manual_seed(seed),
+        )
         return [torch.cat([b["weights"] for b in loader]) for _ in range(2)]
 
     first, second = epochs(1)

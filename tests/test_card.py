@@ -1,11 +1,11 @@
 """The dataset card: a header that huggingface_hub.DatasetCard parses and datasets reads, and
 prose made from the zoo (grid, counts, columns, estimators, figures, files, citations)."""
 
+import dataclasses
 import json
 import re
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import datasets
 import pyarrow as pa
@@ -17,9 +17,10 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
 import zoo
-from zoo.card import REPO_PLACEHOLDER, check_card, render_card
 from zoo.errors import BuildError
 from zoo.layout import Layout
+from zoo.naming import REPO_PLACEHOLDER
+from zoo.stages.build.card import ConfigSummary, check_card, render_card
 
 from .conftest import tiny_recipe
 
@@ -35,9 +36,9 @@ def folder(tmp_path_factory):
     return zoo.run(tiny_recipe(tmp_path_factory.mktemp("card") / "out"))
 
 
-def _summary(folder: Path) -> dict:
+def _summary(folder: Path) -> list[ConfigSummary]:
     """The ``summary`` build_dataset hands to render_card, read back from a built folder."""
-    out = {}
+    out = []
     for name, layout in json.loads((folder / "layout.json").read_text()).items():
         files, counts, tables = {}, {}, []
         for path in sorted((folder / "data" / name).glob("*.parquet")):
@@ -45,8 +46,8 @@ def _summary(folder: Path) -> dict:
             files.setdefault(split, []).append(path.relative_to(folder).as_posix())
             tables.append(pq.read_table(path))
             counts[split] = counts.get(split, 0) + tables[-1].num_rows
-        out[name] = {"rows": SimpleNamespace(layout=Layout.from_dict(layout)), "files": files,
-                     "table": pa.concat_tables(tables), "counts": counts}  # fmt: skip
+        table = pa.concat_tables(tables)
+        out.append(ConfigSummary(name, Layout.from_dict(layout), table, files, counts))
     return out
 
 
@@ -70,7 +71,7 @@ def test_header_is_what_the_hub_and_datasets_read(folder):
 
 
 def test_size_categories_are_the_hubs_labels():
-    from zoo.card import _size_category
+    from zoo.stages.build.card import _size_category
 
     cases = {999: "n<1K", 1_000: "1K<n<10K", 2_500_000: "1M<n<10M", 10**13: "n>1T"}
     assert {n: _size_category(n) for n in cases} == cases
@@ -109,13 +110,15 @@ def test_landscape_phases_figures_column_docs_and_citations(folder, tmp_path):
     (copy / "images" / "mlp_d1_w8_phase.png").write_bytes(PNG)
     landscape = {"metrics": ["hessian", "barrier", "cka", "phase"], "hessian": {"top_k": 2}}
     recipe = tiny_recipe(tmp_path, landscape=landscape, citations=["Doe. A Zoo. 2024."])
-    summary = _summary(copy)
-    table = summary["mlp_d1_w8"]["table"]
+    (part,) = _summary(copy)
     phases = ["I", "II", "II", None] * 3
-    table = table.append_column("phase", pa.array(phases, pa.string()))
-    summary["mlp_d1_w8"]["table"] = table.append_column("hessian_top_eig", pa.array([1.0] * 12))
-    docs = {"hessian_top_eig": "largest Hessian eigenvalue, residual ‖Hv − λv‖/|λ|",
-            "train__lr": "step size"}  # fmt: skip
+    table = part.table.append_column("phase", pa.array(phases, pa.string()))
+    table = table.append_column("hessian_top_eig", pa.array([1.0] * 12))
+    summary = [dataclasses.replace(part, table=table)]
+    docs = {
+        "hessian_top_eig": "largest Hessian eigenvalue, residual ‖Hv − λv‖/|λ|",
+        "train__lr": "step size",
+    }
     text = render_card(recipe, summary, copy, column_docs=docs)
     header = "| config | I | II | null |\n|---|---|---|---|\n"
     assert "Rows per phase (null: checkpoints not annotated):\n\n" + header in text

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zoo.datafiles import read_idx
 from zoo.errors import TaskError
 from zoo.tasks import TASKS, load_task
+from zoo.tasks.idx import read_idx
 
 from .test_tasks import assert_same_task, assert_task_contract
 

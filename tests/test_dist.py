@@ -22,14 +22,15 @@ from typer.testing import CliRunner
 
 import zoo
 from zoo.cli import app
-from zoo.clusters import jobqueue_cluster, with_cluster_config
-from zoo.dist import ExecOptions, run_stage, run_train, train_task
+from zoo.cli.progress import StageLog
+from zoo.dist.clusters import jobqueue_cluster, with_cluster_config
+from zoo.dist.options import ExecOptions
+from zoo.dist.run import run_stage
 from zoo.errors import DistError, RecipeError
-from zoo.manifest import Manifest
-from zoo.pipeline import plan
-from zoo.planning import MemoryModel, memory_model, plan_batches
-from zoo.progress import StageLog
-from zoo.store import read_tensor_shard
+from zoo.stages.plan import MemoryModel, memory_model, plan, plan_batches
+from zoo.stages.train import train_task
+from zoo.store.manifest import Manifest
+from zoo.store.shards import read_tensor_shard
 
 from .conftest import tiny_recipe
 
@@ -96,8 +97,9 @@ def barrier_train_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
 
 def _kill_recipe(out, **execution):
     model = {"arch": "mlp", "width": 16, "depth": 1, "activation": "tanh"}
-    return tiny_recipe(out, seeds=2, model=model,
-                       execution={"workers": 0, "population_size": 1, **execution})  # fmt: skip
+    return tiny_recipe(
+        out, seeds=2, model=model, execution={"workers": 0, "population_size": 1, **execution}
+    )
 
 
 def _die_with_parent() -> None:
@@ -118,15 +120,35 @@ def external_cluster(tmp_path_factory):
     address = f"tcp://127.0.0.1:{port}"
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, BARRIER_ENV: str(barrier), "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": ROOT, "env": env,
-             "preexec_fn": _die_with_parent}  # fmt: skip
+    quiet = {
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "cwd": ROOT,
+        "env": env,
+        "preexec_fn": _die_with_parent,
+    }
     dask = [sys.executable, "-m", "dask"]
-    procs = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard"], **quiet)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            **quiet,
+        )
+    ]
     try:
         for i in range(2):
-            cmd = [*dask, "worker", address, "--nthreads", "1", "--host", "127.0.0.1",
-                   "--name", f"w{i}", "--no-dashboard", "--no-nanny"]  # fmt: skip
+            cmd = [
+                *dask,
+                "worker",
+                address,
+                "--nthreads",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--name",
+                f"w{i}",
+                "--no-dashboard",
+                "--no-nanny",
+            ]
             procs.append(subprocess.Popen(cmd, **quiet))
         from dask.distributed import Client
 
@@ -195,9 +217,17 @@ def test_cluster_config_file_overrides_and_names_bad_keys(tmp_path):
 
 
 def test_slurm_job_script_is_built_from_the_recipe_without_submitting(tmp_path):
-    cluster_cfg = {"kind": "slurm", "queue": "gpu", "account": "zoo-lab", "cores": 4,
-                   "memory": "16GB", "walltime": "02:00:00", "job_extra": ["--constraint=a100"],
-                   "prologue": ["module load cuda"], "adaptive": {"maximum": 8}}  # fmt: skip
+    cluster_cfg = {
+        "kind": "slurm",
+        "queue": "gpu",
+        "account": "zoo-lab",
+        "cores": 4,
+        "memory": "16GB",
+        "walltime": "02:00:00",
+        "job_extra": ["--constraint=a100"],
+        "prologue": ["module load cuda"],
+        "adaptive": {"maximum": 8},
+    }
     execution = {"gpus_per_worker": 1, "threads_per_worker": 2, "cluster": cluster_cfg}
     options = ExecOptions.from_recipe(tiny_recipe(tmp_path, execution=execution).execution)
     cluster = jobqueue_cluster(options)
@@ -206,9 +236,16 @@ def test_slurm_job_script_is_built_from_the_recipe_without_submitting(tmp_path):
         assert cluster.workers == {}  # nothing was submitted
     finally:
         cluster.close()
-    expected = ["#SBATCH -p gpu", "#SBATCH -A zoo-lab", "#SBATCH --cpus-per-task=4",
-                "#SBATCH -t 02:00:00", "#SBATCH --constraint=a100", "#SBATCH --gres=gpu:2",
-                "module load cuda", "export OMP_NUM_THREADS=2"]  # fmt: skip
+    expected = [
+        "#SBATCH -p gpu",
+        "#SBATCH -A zoo-lab",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH -t 02:00:00",
+        "#SBATCH --constraint=a100",
+        "#SBATCH --gres=gpu:2",
+        "module load cuda",
+        "export OMP_NUM_THREADS=2",
+    ]
     for line in expected:
         assert line in script, line
     assert "#SBATCH --mem=" in script
@@ -228,8 +265,11 @@ def test_worker_killed_mid_task_is_rerun_and_recorded_once(tmp_path, external_cl
     batches = plan(recipe).batches  # 4 runs -> 4 batches
     options = ExecOptions(scheduler=address)
     out: list = []
-    thread = threading.Thread(target=lambda: out.append(
-        run_stage("train", batches, barrier_train_task, recipe.out_dir, options)))  # fmt: skip
+    thread = threading.Thread(
+        target=lambda: out.append(
+            run_stage("train", batches, barrier_train_task, recipe.out_dir, options)
+        )
+    )
     thread.start()
     started = lambda: sorted(p for p in barrier.iterdir() if p.name != "release")  # noqa: E731
     _wait(lambda: len(started()) == 2, 60, "both workers to start a batch")
@@ -243,7 +283,7 @@ def test_worker_killed_mid_task_is_rerun_and_recorded_once(tmp_path, external_cl
     assert len(runs_of_victim) == 2, "the killed batch was run again, in the other worker"
     _assert_each_checkpoint_once(recipe.out_dir, 4 * 3)
     # the cluster now has 1 worker: its run (through a file:// URL) equals the 2-worker run
-    one = run_train(batches, (tmp_path / "one").as_uri(), options)
+    one = run_stage("train", batches, train_task, (tmp_path / "one").as_uri(), options)
     assert len(one.done) == 4 and (tmp_path / "one" / "manifest.jsonl").exists()
     a, b = _weights(recipe.out_dir), _weights(tmp_path / "one")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -252,8 +292,12 @@ def test_worker_killed_mid_task_is_rerun_and_recorded_once(tmp_path, external_cl
 def test_cli_on_an_external_scheduler_reports_a_raising_batch(tmp_path, external_cluster):
     address, _ = external_cluster
     # cnn_s cannot run on 8x8 digits: that batch raises, the MLP batch is saved
-    recipe = tiny_recipe(tmp_path / "out", grid={"model.arch": ["mlp", "cnn_s"]}, seeds=2,
-                         execution={"population_size": 4})  # fmt: skip
+    recipe = tiny_recipe(
+        tmp_path / "out",
+        grid={"model.arch": ["mlp", "cnn_s"]},
+        seeds=2,
+        execution={"population_size": 4},
+    )
     path = tmp_path / "r.yaml"
     path.write_text(recipe.to_yaml())
     log = tmp_path / "log.jsonl"
@@ -277,13 +321,18 @@ def test_cli_on_an_external_scheduler_reports_a_raising_batch(tmp_path, external
 
 
 def test_sigterm_stops_workers_and_resume_equals_an_uninterrupted_run(tmp_path):
-    kw = dict(seeds=6, train={"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "batch_size": 16,
-                              "epochs": 2})  # fmt: skip
+    kw = dict(
+        seeds=6,
+        train={"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "batch_size": 16, "epochs": 2},
+    )
     recipe = tiny_recipe(tmp_path / "a", execution={"workers": 1, "population_size": 1}, **kw)
     path = tmp_path / "r.yaml"
     path.write_text(recipe.to_yaml())  # 12 runs -> 12 batches, on a 1-worker LocalCluster
-    proc = subprocess.Popen([sys.executable, "-m", "zoo", "train", str(path), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo", "train", str(path), "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     manifest = Manifest(tmp_path / "a")
     _wait(lambda: len(manifest.records()) >= 2 or proc.poll() is not None, 120, "a first batch")
     children = psutil.Process(proc.pid).children(recursive=True)
@@ -317,8 +366,9 @@ def test_memory_url_output_round_trip(tmp_path):
         assert len(zoo.train(recipe, ExecOptions(workers=0)).skipped) == 2  # resumes from the URL
         fs.get(f"/{root}/dataset", str(tmp_path / "fetched"), recursive=True)
         local = zoo.run(tiny_recipe(tmp_path / "local"))
-        got, want = (datasets.load_dataset(str(f), split="train") for f in
-                     (tmp_path / "fetched", local))  # fmt: skip
+        got, want = (
+            datasets.load_dataset(str(f), split="train") for f in (tmp_path / "fetched", local)
+        )
         assert got["checkpoint_id"] == want["checkpoint_id"] and got["weights"] == want["weights"]
         with pytest.raises(DistError, match="memory:// store lives in one process"):
             zoo.train(recipe, ExecOptions(workers=2))
@@ -336,8 +386,9 @@ def test_stage_log_counts_models_rates_and_failures(tmp_path):
             raise ValueError("boom")
         return train_task(batch, out_dir, options)
 
-    summary = run_stage("train", batches, failing, tmp_path, ExecOptions(workers=0), log,
-                        on_start=log.start)  # fmt: skip
+    summary = run_stage(
+        "train", batches, failing, tmp_path, ExecOptions(workers=0), log, on_start=log.start
+    )
     log.end(summary)
     assert [e["event"] for e in events] == ["start", "done", "failed", "done", "end"]
     assert events[-1]["models_done"] == 4 and events[-1]["batches_failed"] == 1

@@ -2,12 +2,13 @@
 
 import torch
 
-from zoo.ids import checkpoint_id
-from zoo.models import SeededDropout, build_model, forward_population, to_module
-from zoo.planning import plan_batches
+from zoo.naming import checkpoint_id
+from zoo.nn.architectures import SeededDropout, build_model, to_module
+from zoo.nn.population import forward_population
 from zoo.recipe import expand_recipe
+from zoo.stages.plan import plan_batches
+from zoo.stages.train import train_one, train_population
 from zoo.tasks import load_task
-from zoo.training import train_one, train_population
 
 from .conftest import tiny_recipe
 
@@ -78,6 +79,8 @@ def test_dropout_changes_training_but_not_evaluation():
 
 def test_runs_that_differ_in_dropout_share_one_layout():
     cfg = {"arch": "cnn_small", "width": 4, "activation": "relu"}
-    layouts = [build_model({**cfg, **extra}, (1, 8, 8), 10)[1]
-               for extra in ({}, {"dropout": 0.0}, {"dropout": 0.6})]  # fmt: skip
+    layouts = [
+        build_model({**cfg, **extra}, (1, 8, 8), 10)[1]
+        for extra in ({}, {"dropout": 0.0}, {"dropout": 0.6})
+    ]
     assert layouts[0] == layouts[1] == layouts[2]  # one dataset config, not one per rate

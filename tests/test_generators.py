@@ -8,9 +8,10 @@ from typer.testing import CliRunner
 
 import zoo
 from zoo.cli import app
-from zoo.generators import (
+from zoo.errors import GeneratorError
+from zoo.layout import apply_permutation, flatten, unflatten
+from zoo.weightspace.generators import (
     EvalSettings,
-    GeneratorError,
     evaluate,
     load_reference,
     noise_baseline,
@@ -18,7 +19,6 @@ from zoo.generators import (
     read_generated,
     score,
 )
-from zoo.layout import apply_permutation, flatten, unflatten
 
 from .conftest import tiny_recipe
 

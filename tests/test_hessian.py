@@ -4,9 +4,9 @@ import torch
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from zoo.hessian import PopulationHVP, hutchinson_trace, lanczos_top, rademacher
 from zoo.layout import flatten, unflatten
-from zoo.models import build_model
+from zoo.nn.architectures import build_model
+from zoo.stages.landscape.hessian import PopulationHVP, hutchinson_trace, lanczos_top, rademacher
 
 CFG = {"arch": "mlp", "width": 6, "depth": 1, "activation": "tanh"}
 
@@ -59,11 +59,25 @@ def test_hutchinson_trace_is_within_three_standard_errors():
 def test_batched_equals_one_model_at_a_time():
     module, layout, flat, x, y = _population(m=4, seed=3)
     starts = torch.randn(4, 75, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    together = lanczos_top(PopulationHVP(module, unflatten(flat, layout), x, y), 75, 4, starts,
-                           k=2, iterations=20, tol=1e-4)  # fmt: skip
+    together = lanczos_top(
+        PopulationHVP(module, unflatten(flat, layout), x, y),
+        75,
+        4,
+        starts,
+        k=2,
+        iterations=20,
+        tol=1e-4,
+    )
     for i in range(4):
-        alone = lanczos_top(PopulationHVP(module, unflatten(flat[i : i + 1], layout), x, y), 75, 1,
-                            starts[i : i + 1], k=2, iterations=20, tol=1e-4)  # fmt: skip
+        alone = lanczos_top(
+            PopulationHVP(module, unflatten(flat[i : i + 1], layout), x, y),
+            75,
+            1,
+            starts[i : i + 1],
+            k=2,
+            iterations=20,
+            tol=1e-4,
+        )
         torch.testing.assert_close(together.values[i], alone.values[0], rtol=1e-9, atol=1e-12)
         assert together.iterations[i] == alone.iterations[0]
 

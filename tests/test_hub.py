@@ -15,10 +15,10 @@ from huggingface_hub.utils._http import default_client_factory
 from typer.testing import CliRunner
 
 import zoo
-from zoo import hub as zoo_hub
-from zoo import hubfiles
 from zoo.cli import app
 from zoo.errors import HubError
+from zoo.hub import client as zoo_hub
+from zoo.hub import push as hubfiles
 
 from .conftest import tiny_recipe
 from .fakehub import FakeHub
@@ -35,9 +35,13 @@ def hub(tmp_path, monkeypatch):
     home = tmp_path / "hf"
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    for name, value in {"HF_HUB_DISABLE_XET": True, "HF_HUB_OFFLINE": False,
-                        "HF_HUB_CACHE": str(home / "hub"), "HF_TOKEN_PATH": str(home / "token"),
-                        "HF_STORED_TOKENS_PATH": str(home / "stored_tokens")}.items():  # fmt: skip
+    for name, value in {
+        "HF_HUB_DISABLE_XET": True,
+        "HF_HUB_OFFLINE": False,
+        "HF_HUB_CACHE": str(home / "hub"),
+        "HF_TOKEN_PATH": str(home / "token"),
+        "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
+    }.items():
         monkeypatch.setattr(constants, name, value)
     for name in ("HF_DATASETS_CACHE", "DOWNLOADED_DATASETS_PATH", "EXTRACTED_DATASETS_PATH"):
         monkeypatch.setattr(datasets.config, name, home / "datasets" / name.lower())
@@ -91,8 +95,9 @@ def test_push_then_load_back_every_row_also_streaming(hub, built, tmp_path):
     out = _copy(built, tmp_path)
     result = zoo.push(out, REPO)
     folder = out / "dataset"
-    local = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-             if p.is_file()}  # fmt: skip
+    local = {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
     remote = hub.files(REPO)
     assert set(remote) == set(local) | {".gitattributes"}
     assert all(remote[p] == local[p] for p in local if p != "README.md")
@@ -140,8 +145,9 @@ def test_the_readmes_publish_snippet_runs(hub, built, tmp_path):
 def _grow(out: Path, **sections) -> dict[str, bytes]:
     """Rebuild ``out`` with a grown recipe; return the dataset files' bytes before."""
     folder = out / "dataset"
-    before = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-              if p.is_file()}  # fmt: skip
+    before = {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
     zoo.run(tiny_recipe(out, **sections))
     return before
 
@@ -160,8 +166,9 @@ def test_pushing_a_grown_zoo_uploads_only_the_changed_files(hub, built, tmp_path
     before = _grow(out, grid={"train.lr": [0.05, 0.1], "model.width": [8, 12]})
     result = zoo.push(out, REPO)
     folder = out / "dataset"
-    after = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-             if p.is_file()}  # fmt: skip
+    after = {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
     changed = {p for p in after if before.get(p) != after[p]}
     assert any(p.startswith("data/mlp_d1_w12/") for p in changed)
     assert not any(p.startswith("data/mlp_d1_w8/") for p in changed)
@@ -181,16 +188,19 @@ def test_more_seeds_upload_changed_shards_and_delete_stale_ones(hub, built, tmp_
     zoo.push(out, REPO)
     api = zoo_hub.hf_api()
     stale = "data/mlp_d1_w8/train-00000-of-00002.parquet"  # e.g. left by an older build
-    api.upload_file(path_or_fileobj=b"PAR1 stale", path_in_repo=stale, repo_id=REPO,
-                    repo_type="dataset")  # fmt: skip
+    api.upload_file(
+        path_or_fileobj=b"PAR1 stale", path_in_repo=stale, repo_id=REPO, repo_type="dataset"
+    )
     n_commits = len(hub.commits)
     before = _grow(out, seeds=3)
     result = zoo.push(out, REPO)
     folder = out / "dataset"
     changed = {p for p in result.plan.upload}
-    assert changed == {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                       if p.is_file() and before.get(p.relative_to(folder).as_posix())
-                       != p.read_bytes()}  # fmt: skip
+    assert changed == {
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and before.get(p.relative_to(folder).as_posix()) != p.read_bytes()
+    }
     assert result.plan.delete == (stale,) and stale not in hub.files(REPO)
     assert _uploaded(hub, n_commits)[0] == changed
     got = _rows(datasets.load_dataset(REPO, "mlp_d1_w8"))
@@ -228,17 +238,26 @@ def test_a_repo_with_another_layout_is_refused(hub, built, tmp_path):
     out = _copy(built, tmp_path)
     api = zoo_hub.hf_api()
     api.create_repo("alice/other", repo_type="dataset")
-    api.upload_file(path_or_fileobj=b"a,b\n1,2\n", path_in_repo="data.csv",
-                    repo_id="alice/other", repo_type="dataset")  # fmt: skip
-    with pytest.raises(HubError, match=r"alice/other holds 1 file\(s\) \(data.csv, …\) but no "
-                       r"layout.json: it is not a zoo dataset"):  # fmt: skip
+    api.upload_file(
+        path_or_fileobj=b"a,b\n1,2\n",
+        path_in_repo="data.csv",
+        repo_id="alice/other",
+        repo_type="dataset",
+    )
+    with pytest.raises(
+        HubError,
+        match=r"alice/other holds 1 file\(s\) \(data.csv, …\) but no "
+        r"layout.json: it is not a zoo dataset",
+    ):
         zoo.push(out, "alice/other")
     zoo.push(out, REPO)
     other = tmp_path / "other"
-    zoo.run(tiny_recipe(other, model={"arch": "mlp", "width": 5, "depth": 1,
-                                      "activation": "tanh"}))  # fmt: skip
-    with pytest.raises(HubError, match=r"holds another zoo: its layout.json has configs "
-                       r"\['mlp_d1_w8'\], this zoo builds \['mlp_d1_w5'\]"):  # fmt: skip
+    zoo.run(tiny_recipe(other, model={"arch": "mlp", "width": 5, "depth": 1, "activation": "tanh"}))
+    with pytest.raises(
+        HubError,
+        match=r"holds another zoo: its layout.json has configs "
+        r"\['mlp_d1_w8'\], this zoo builds \['mlp_d1_w5'\]",
+    ):
         zoo.push(other, REPO)
 
 
@@ -285,16 +304,29 @@ def test_pull_then_load_offline_and_the_token_leaks_nowhere(hub, built, tmp_path
 def test_private_repos_need_a_token_to_load(hub, built, tmp_path, monkeypatch):
     zoo.push(_copy(built, tmp_path), REPO, private=True)
     monkeypatch.delenv("HF_TOKEN")
-    with pytest.raises(HubError, match=r"no dataset repo alice/tiny-zoo on the Hub, or it is "
-                       r"private and the token has no access"):  # fmt: skip
+    with pytest.raises(
+        HubError,
+        match=r"no dataset repo alice/tiny-zoo on the Hub, or it is "
+        r"private and the token has no access",
+    ):
         zoo.load(REPO, split="train")
 
 
 def test_cli_push_to_a_branch_with_a_tag_then_pull(hub, built, tmp_path):
     out = _copy(built, tmp_path)
     runner = CliRunner()
-    args = ["push", str(out), "--repo-id", REPO, "--revision", "dev", "--message", "first zoo",
-            "--tag", "v-first"]  # fmt: skip
+    args = [
+        "push",
+        str(out),
+        "--repo-id",
+        REPO,
+        "--revision",
+        "dev",
+        "--message",
+        "first zoo",
+        "--tag",
+        "v-first",
+    ]
     result = runner.invoke(app, [*args[:-2], "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "would upload" in result.output and "+ layout.json" in result.output
@@ -305,8 +337,9 @@ def test_cli_push_to_a_branch_with_a_tag_then_pull(hub, built, tmp_path):
     repo = hub.repos[REPO]
     assert repo.tags["v-first"] == repo.branches["dev"] != repo.branches["main"]
     assert hub.commits[-1]["message"] == "first zoo"
-    result = runner.invoke(app, ["pull", REPO, "--local-dir", str(tmp_path / "p"),
-                                 "--revision", "v-first"])  # fmt: skip
+    result = runner.invoke(
+        app, ["pull", REPO, "--local-dir", str(tmp_path / "p"), "--revision", "v-first"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "p" / "layout.json").read_bytes() == (
         out / "dataset" / "layout.json"
@@ -324,11 +357,15 @@ def test_plan_push_compares_sha256_of_lfs_files_and_blob_ids_of_others():
         "data/old.parquet": hubfiles.FileState("data/old.parquet", 1, "0" * 64, "x"),
         "notes.txt": hubfiles.FileState("notes.txt", 1, None, "y"),
     }
-    local = {"data/x.parquet": a, "README.md": regular,
-             "layout.json": hubfiles.file_state("layout.json", b"{}")}  # fmt: skip
+    local = {
+        "data/x.parquet": a,
+        "README.md": regular,
+        "layout.json": hubfiles.file_state("layout.json", b"{}"),
+    }
     plan = hubfiles.plan_push(local, remote)
-    assert plan == hubfiles.PushPlan(("layout.json",), ("data/old.parquet",),
-                                     ("README.md", "data/x.parquet"))  # fmt: skip
+    assert plan == hubfiles.PushPlan(
+        ("layout.json",), ("data/old.parquet",), ("README.md", "data/x.parquet")
+    )
     # git's blob id of b"hello", as `git hash-object` prints it
     assert regular.git_oid == "b6fc4c620b67d95f953a5c1c1230aaab5db5a1b0"
 
@@ -338,14 +375,14 @@ def test_parquet_files_are_viewer_friendly(tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from zoo import build
+    from zoo.stages.build import parquet
 
-    monkeypatch.setattr(build, "ROW_GROUP_BYTES", 10_000)
-    monkeypatch.setattr(build, "FILE_BYTES", 30_000)
+    monkeypatch.setattr(parquet, "ROW_GROUP_BYTES", 10_000)
+    monkeypatch.setattr(parquet, "FILE_BYTES", 30_000)
     flat = np.random.default_rng(0).standard_normal((40, 610)).astype(np.float32)
     weights = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), 610)
     table = pa.table({"checkpoint_id": [f"c{i}" for i in range(40)], "weights": weights})
-    paths = build.write_parquet_files(tmp_path, "cfg", "train", table)
+    paths = parquet.write_parquet_files(tmp_path, "cfg", "train", table)
     row_bytes = table.nbytes // 40
     assert len(paths) == -(-40 // (30_000 // row_bytes))  # files of at most FILE_BYTES
     assert paths[0] == f"data/cfg/train-00000-of-{len(paths):05d}.parquet"
@@ -362,22 +399,30 @@ def test_parquet_files_are_viewer_friendly(tmp_path, monkeypatch):
     assert back.equals(table)
     # each file takes the smaller encoding of its weights: BYTE_STREAM_SPLIT for independent
     # floats, PLAIN where consecutive checkpoints keep half their weights exactly (scattered)
-    monkeypatch.setattr(build, "FILE_BYTES", 10**9)
-    monkeypatch.setattr(build, "ROW_GROUP_BYTES", 10**9)
+    monkeypatch.setattr(parquet, "FILE_BYTES", 10**9)
+    monkeypatch.setattr(parquet, "ROW_GROUP_BYTES", 10**9)
     rng = np.random.default_rng(1)
     kept = flat.copy()
     for i in range(1, 40):
         if i % 5:  # 8 runs x 5 checkpoints; half the weights change between checkpoints
             kept[i] = np.where(rng.random(610) < 0.5, kept[i - 1], flat[i])
-    repeated = pa.table({"weights": pa.FixedSizeListArray.from_arrays(
-        pa.array(kept.reshape(-1)), 610)})  # fmt: skip
+    repeated = pa.table(
+        {"weights": pa.FixedSizeListArray.from_arrays(pa.array(kept.reshape(-1)), 610)}
+    )
     for t, expected in ((table, "BYTE_STREAM_SPLIT"), (repeated, "PLAIN")):
-        sizes = {e: (tmp_path / e / build.write_parquet_files(tmp_path / e, "c", "s", t, e)[0])
-                 .stat().st_size for e in build.WEIGHTS_ENCODINGS}  # fmt: skip
+        sizes = {
+            e: (tmp_path / e / parquet.write_parquet_files(tmp_path / e, "c", "s", t, e)[0])
+            .stat()
+            .st_size
+            for e in parquet.WEIGHTS_ENCODINGS
+        }
         assert min(sizes, key=sizes.get) == expected
-        (path,) = build.write_parquet_files(tmp_path / "auto", "c", "s", t)
-        column = pq.ParquetFile(tmp_path / "auto" / path).metadata.row_group(0).column(
-            t.column_names.index("weights"))  # fmt: skip
+        (path,) = parquet.write_parquet_files(tmp_path / "auto", "c", "s", t)
+        column = (
+            pq.ParquetFile(tmp_path / "auto" / path)
+            .metadata.row_group(0)
+            .column(t.column_names.index("weights"))
+        )
         assert ("BYTE_STREAM_SPLIT" in column.encodings) == (expected == "BYTE_STREAM_SPLIT")
         assert (tmp_path / "auto" / path).stat().st_size == sizes[expected]
 

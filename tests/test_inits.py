@@ -7,21 +7,21 @@ import torch
 from torch import nn
 
 from zoo.errors import ModelError
-from zoo.inits import (
+from zoo.nn.architectures import build_model
+from zoo.nn.inits import (
     DETERMINISTIC_INITS,
     INITS,
     SCHEMES,
     gain,
     hadamard,
     identity_matrix,
+    init_model,
     init_module,
     lsuv_,
     zero_matrix,
 )
-from zoo.models import build_model
 from zoo.recipe import expand_recipe, recipe_schema
 from zoo.tasks import load_task
-from zoo.training import init_model
 
 from .conftest import tiny_recipe
 
@@ -101,8 +101,11 @@ def test_lsuv_in_a_run_probes_the_training_inputs():
 def test_low_rank_has_rank_r(rank):
     # Khodak et al. 2021 style factorized init: W = σ/sqrt(r)·U V has rank min(r, out, fan_in)
     mlp = _init(MLP, (20,), {"scheme": "low_rank", "rank": rank})
-    cnn = _init({"arch": "cnn_small", "width": 16, "activation": "relu"}, (1, 8, 8),
-                {"scheme": "low_rank", "rank": rank})  # fmt: skip
+    cnn = _init(
+        {"arch": "cnn_small", "width": 16, "activation": "relu"},
+        (1, 8, 8),
+        {"scheme": "low_rank", "rank": rank},
+    )
     for w in _weights(mlp) + _weights(cnn):
         m = w.reshape(w.shape[0], -1)
         assert torch.linalg.matrix_rank(m) == min(rank, *m.shape)
@@ -137,8 +140,9 @@ def test_zero_and_identity_use_the_centre_tap_of_convolutions():
     conv2 = _weights(cnn)[1]  # (6, 8, 5, 5): out <= in, partial identity at [2, 2]
     assert torch.equal(conv2[:, :, 2, 2], torch.eye(6, 8))
     assert int(torch.count_nonzero(conv2)) == 6
-    conv1 = _weights(_init({"arch": "cnn_s", "activation": "relu"}, (1, 28, 28),
-                           {"scheme": "identity"}))[0]  # fmt: skip  # (8, 1, 5, 5)
+    conv1 = _weights(
+        _init({"arch": "cnn_s", "activation": "relu"}, (1, 28, 28), {"scheme": "identity"})
+    )[0]  # (8, 1, 5, 5)
     assert torch.equal(conv1[:, 0, 2, 2], torch.ones(8))
 
 

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 import zoo
-from zoo.dist import ExecOptions
-from zoo.landscape import LandscapeBatch, annotate, plan_landscape
-from zoo.manifest import Manifest
-from zoo.pipeline import landscape, plan_landscape_batches
-from zoo.plot import cell_grid
+from zoo.dist.options import ExecOptions
+from zoo.dist.pipeline import landscape
 from zoo.recipe import expand_recipe
+from zoo.stages.build.plot import cell_grid
+from zoo.stages.landscape import LandscapeBatch, annotate, plan_landscape
+from zoo.stages.landscape.annotate import plan_landscape_batches
+from zoo.store.manifest import Manifest
 
 from .conftest import tiny_recipe
 
@@ -141,8 +142,12 @@ def test_cli_landscape_then_plot(tmp_path):
 
 def test_phase_diagrams_span_the_configs_of_a_width_axis(tmp_path):
     """Widths are separate configs (layouts); the card's diagrams still put them on one axis."""
-    recipe = tiny_recipe(tmp_path, grid={"model.width": [4, 8], "train.lr": [0.05, 0.1]}, seeds=1,
-                         landscape={"metrics": ["weights"]})  # fmt: skip
+    recipe = tiny_recipe(
+        tmp_path,
+        grid={"model.width": [4, 8], "train.lr": [0.05, 0.1]},
+        seeds=1,
+        landscape={"metrics": ["weights"]},
+    )
     folder = zoo.run(recipe)
     assert sorted(json.loads((folder / "layout.json").read_text())) == ["mlp_d1_w4", "mlp_d1_w8"]
     images = sorted(p.name for p in (folder / "images").glob("*.png"))

@@ -9,22 +9,22 @@ import torch
 from typer.testing import CliRunner
 
 import zoo
-from zoo.augment import Permute, SignFlip, augment
 from zoo.cli import app
 from zoo.errors import ZooError
-from zoo.learn import (
+from zoo.nn.architectures import build_model
+from zoo.weightspace.augment import Permute, SignFlip, augment
+from zoo.weightspace.learn import (
     STATISTICS,
     LearnReport,
     Score,
     ZooSplits,
     classify_phase,
+    layer_statistics,
     learn,
     load_splits,
     regression_scores,
-    weight_statistics,
-)  # fmt: skip
-from zoo.models import build_model
-from zoo.weightnets import NeuronSets, neuron_features
+)
+from zoo.weightspace.nets import NeuronSets, neuron_features
 
 from .conftest import tiny_recipe
 
@@ -42,15 +42,16 @@ def rows_of(cfg, shape, n=6):
     return torch.stack([zoo.flatten(m.state_dict(), layout) for m in mods]), layout
 
 
-def test_weight_statistics_match_numpy():
+def test_layer_statistics_match_numpy():
     rows, layout = rows_of({"arch": "cnn_s", "activation": "tanh"}, (1, 28, 28), 3)
-    feats = weight_statistics(rows, layout).numpy()
+    feats = layer_statistics(rows, layout).numpy()
     assert feats.shape == (3, len(STATISTICS) * len(layout.names))
     w = rows.double().numpy()
     for i, (off, n) in enumerate(zip(layout.offsets, layout.sizes, strict=True)):
         part = w[:, off : off + n]
-        expected = np.column_stack([part.mean(1), part.var(1),
-                                    *np.percentile(part, [1, 25, 50, 75, 99], axis=1)])  # fmt: skip
+        expected = np.column_stack(
+            [part.mean(1), part.var(1), *np.percentile(part, [1, 25, 50, 75, 99], axis=1)]
+        )
         np.testing.assert_allclose(feats[:, 7 * i : 7 * i + 7], expected, rtol=1e-10, atol=1e-12)
 
 
@@ -86,10 +87,12 @@ def test_learn_on_a_built_zoo(folder):
     assert {s: len(w) for s, w in data.weights.items()} == ok and ok["test"] >= 3
     runs = [set(c["run_id"]) for c in data.columns.values()]
     assert sum(map(len, runs)) == len(set().union(*runs))  # no run in two splits
-    report = learn(folder, ["epoch", "test_acc"], augmentations=("none", "permute", "mixup"),
-                   epochs=10)  # fmt: skip
-    assert report.notes == ("no phase column: phase classification skipped (landscape "
-                            "metrics add it)",)  # fmt: skip
+    report = learn(
+        folder, ["epoch", "test_acc"], augmentations=("none", "permute", "mixup"), epochs=10
+    )
+    assert report.notes == (
+        "no phase column: phase classification skipped (landscape metrics add it)",
+    )
     keys = {(s.target, s.model, s.augmentation) for s in report.scores}
     for target in ("epoch", "test_acc"):
         assert {(target, m, "none") for m in ("ridge", "gbt", "mlp", "deepsets")} <= keys
@@ -124,13 +127,30 @@ def test_learn_errors_name_what_to_do(folder, tmp_path):
 
 def test_cli_learn_prints_a_table_and_writes_json(folder, tmp_path):
     out = tmp_path / "scores.json"
-    args = ["learn", str(folder.parent), "--target", "epoch", "--augment", "none",
-            "--augment", "sign_flip", "--epochs", "3", "--json", str(out)]  # fmt: skip
+    args = [
+        "learn",
+        str(folder.parent),
+        "--target",
+        "epoch",
+        "--augment",
+        "none",
+        "--augment",
+        "sign_flip",
+        "--epochs",
+        "3",
+        "--json",
+        str(out),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "ridge" in result.output and "deepsets" in result.output
     assert "no phase column" in result.output
     scores = json.loads(out.read_text())["scores"]
     assert {(s["model"], s["augmentation"]) for s in scores} == {
-        ("ridge", "none"), ("gbt", "none"), ("mlp", "none"), ("mlp", "sign_flip"),
-        ("deepsets", "none"), ("deepsets", "sign_flip")}  # fmt: skip
+        ("ridge", "none"),
+        ("gbt", "none"),
+        ("mlp", "none"),
+        ("mlp", "sign_flip"),
+        ("deepsets", "none"),
+        ("deepsets", "sign_flip"),
+    }

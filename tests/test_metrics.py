@@ -4,16 +4,16 @@ import numpy as np
 import torch
 
 from zoo.layout import flatten
-from zoo.metrics import (
+from zoo.nn.architectures import build_model
+from zoo.stages.landscape.metrics import (
     barrier,
     bezier_mc,
     bezier_points,
     interpolation_losses,
     linear_cka,
     power_law_alpha,
-    weight_stats,
+    weight_metrics,
 )
-from zoo.models import build_model
 
 CFG = {"arch": "mlp", "width": 12, "depth": 2, "activation": "tanh"}
 
@@ -88,10 +88,10 @@ def test_power_law_alpha_recovers_a_pareto_exponent():
     assert math.isnan(power_law_alpha(np.ones(5))[0])  # too few eigenvalues
 
 
-def test_weight_stats_match_numpy():
+def test_weight_metrics_match_numpy():
     _, layout, flat, _, _ = _models()
     init = flat.flip(0)
-    stats = weight_stats(flat, init, layout)
+    stats = weight_metrics(flat, init, layout)
     w = flat.numpy().astype(np.float64)
     assert np.allclose(stats["weight_l2"], np.linalg.norm(w, axis=1))
     rel = np.linalg.norm(w - init.numpy(), axis=1) / np.linalg.norm(init.numpy(), axis=1)

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from zoo.layout import Layout, apply_permutation, flatten, unflatten
-from zoo.models import build_model, forward_population, to_module
+from zoo.nn.architectures import build_model, to_module
+from zoo.nn.population import forward_population
 
 CASES = [
     ({"arch": "mlp", "width": 8, "depth": 2, "activation": "tanh"}, (1, 8, 8)),
@@ -71,8 +72,11 @@ def test_layout_round_trip_and_flatten_unflatten():
     assert all(torch.equal(back[n], module.state_dict()[n]) for n in layout.names)
     batched = flatten({n: v.expand(4, *v.shape) for n, v in module.state_dict().items()}, layout)
     assert batched.shape == (4, layout.num_params)
-    assert layout.perm_spec.perm_to_axes["P2"] == [("conv3.weight", 0), ("conv3.bias", 0),
-                                                    ("fc1.weight", 1)]  # fmt: skip
+    assert layout.perm_spec.perm_to_axes["P2"] == [
+        ("conv3.weight", 0),
+        ("conv3.bias", 0),
+        ("fc1.weight", 1),
+    ]
     assert layout.perm_spec.repeat("fc1.weight", 1) == 9  # 4 channels of 3x3 flattened
 
 

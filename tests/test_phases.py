@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from zoo.phases import PHASE_RULE, cell_inputs, label, label_cells
+from zoo.stages.landscape.phases import PHASE_RULE, cell_inputs, label, label_cells
 
 CFG = {
     "loss_fraction": 0.5,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from zoo.ids import checkpoint_id
-from zoo.planning import plan_batches
+from zoo.naming import checkpoint_id
 from zoo.recipe import expand_recipe, recipe_from_dict
-from zoo.training import train_population
+from zoo.stages.plan import plan_batches
+from zoo.stages.train import train_population
 
 PIPELINES = Path(__file__).parent.parent / "pipelines"
 

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 import zoo
 from zoo.cli import app
-from zoo.dist import ExecOptions
-from zoo.manifest import Manifest
+from zoo.dist.options import ExecOptions
+from zoo.store.manifest import Manifest
 
 from .conftest import tiny_recipe
 
@@ -98,8 +98,12 @@ def test_built_rows_follow_the_published_row_schema(tmp_path):
 
 
 def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path):
-    recipe = tiny_recipe(tmp_path / "a", seeds=4, train={"optimizer": "sgd", "batch_size": 16,
-                         "epochs": 2}, execution={"workers": 0, "population_size": 1})  # fmt: skip
+    recipe = tiny_recipe(
+        tmp_path / "a",
+        seeds=4,
+        train={"optimizer": "sgd", "batch_size": 16, "epochs": 2},
+        execution={"workers": 0, "population_size": 1},
+    )
     path = tmp_path / "recipe.yaml"
     path.write_text(recipe.to_yaml())
     cmd = [sys.executable, "-m", "zoo", "train", str(path)]
@@ -167,8 +171,12 @@ def test_cli_plan_run_inspect_and_bad_recipe(tmp_path):
 
 def test_a_failing_batch_is_reported_and_the_others_are_kept(tmp_path):
     # cnn_s cannot run on 8x8 digits: that population fails, the MLP one is saved
-    recipe = tiny_recipe(tmp_path, grid={"model.arch": ["mlp", "cnn_s"]}, seeds=1,
-                         execution={"workers": 0, "population_size": 4})  # fmt: skip
+    recipe = tiny_recipe(
+        tmp_path,
+        grid={"model.arch": ["mlp", "cnn_s"]},
+        seeds=1,
+        execution={"workers": 0, "population_size": 4},
+    )
     with pytest.raises(zoo.ZooError) as info:
         zoo.run(recipe)
     assert "1 of 2 train batches failed" in str(info.value)

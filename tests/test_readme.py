@@ -4,7 +4,8 @@ import re
 from pathlib import Path
 
 import zoo
-from zoo.dist import ExecOptions
+from zoo.dist.options import ExecOptions
+from zoo.recipe import recipe_from_dict
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -47,7 +48,7 @@ def test_readme_recipe_and_landscape_examples_validate():
     recipe_block, landscape_block = [
         b for b in _blocks("yaml") if b.startswith(("schema_version", "landscape:"))
     ]
-    assert zoo.recipe.recipe_from_dict(yaml.safe_load(recipe_block)).resolved["seeds"] == 4
+    assert recipe_from_dict(yaml.safe_load(recipe_block)).resolved["seeds"] == 4
     landscape = yaml.safe_load(landscape_block)["landscape"]
     assert landscape["at"] == [5, 20]
     recipe = tiny_recipe(landscape={**landscape, "at": [1, 2]})  # the tiny recipe trains 2 epochs

@@ -6,14 +6,8 @@ import pytest
 import yaml
 
 from zoo.errors import RecipeError
-from zoo.planning import plan_batches
-from zoo.recipe import (
-    RunConfig,
-    expand_recipe,
-    load_recipe,
-    recipe_from_dict,
-    recipe_schema,
-)
+from zoo.recipe import RunConfig, expand_recipe, load_recipe, recipe_from_dict, recipe_schema
+from zoo.stages.plan import plan_batches
 
 from .conftest import tiny_recipe
 
@@ -33,21 +27,28 @@ def test_pipeline_validates_and_plans(path):
     assert any(line.startswith("# Expect:") for line in header)
 
 
-@pytest.mark.parametrize("path", [p for p in PIPELINES if "\nscale:" in p.read_text()],
-                         ids=lambda p: p.name)  # fmt: skip
+@pytest.mark.parametrize(
+    "path", [p for p in PIPELINES if "\nscale:" in p.read_text()], ids=lambda p: p.name
+)
 def test_scaled_pipeline_validates_and_grows(path):
     small, big = load_recipe(path), load_recipe(path, scale=True)
     assert big.out_dir == Path(f"{small.out_dir}-scaled")
     assert len(expand_recipe(big)) >= len(expand_recipe(small))
-    assert any(line.startswith("# Scale:") and "--scale" in line
-               for line in path.read_text().splitlines())  # fmt: skip
+    assert any(
+        line.startswith("# Scale:") and "--scale" in line for line in path.read_text().splitlines()
+    )
 
 
 def test_scale_sets_keys_replaces_sections_and_is_explained_when_missing(tmp_path):
     path = tmp_path / "r.yaml"
-    data = {"schema_version": 1, "task": {"name": "digits"}, "model": {"arch": "mlp"},
-            "grid": {"train.lr": [0.1, 0.2]}, "output": {"dir": str(tmp_path / "z")},
-            "scale": {"train.epochs": 7, "grid": {"model.width": [4, 8, 16]}}}  # fmt: skip
+    data = {
+        "schema_version": 1,
+        "task": {"name": "digits"},
+        "model": {"arch": "mlp"},
+        "grid": {"train.lr": [0.1, 0.2]},
+        "output": {"dir": str(tmp_path / "z")},
+        "scale": {"train.epochs": 7, "grid": {"model.width": [4, 8, 16]}},
+    }
     path.write_text(yaml.safe_dump(data))
     big = load_recipe(path, ["seeds=2"], scale=True)
     assert big.resolved["train"]["epochs"] == 7 and big.resolved["seeds"] == 2
@@ -209,7 +210,7 @@ def test_sample_is_seeded_and_a_larger_count_keeps_the_earlier_runs():
 
 
 def test_sample_values_follow_the_distributions():
-    from zoo.sampling import sample_points
+    from zoo.recipe.sampling import sample_points
 
     spec = {"train.lr": {"log_uniform": [1e-4, 1.0]}, "model.width": {"int": [1, 4]}}
     points = sample_points({"count": 2000, "seed": 0, "params": spec})
@@ -292,7 +293,7 @@ def test_checkpoint_schedules_every_log_and_union():
 
 
 def test_log_epochs_are_distinct_increasing_and_dense_early():
-    from zoo.sampling import log_epochs
+    from zoo.recipe.sampling import log_epochs
 
     for count, total in [(2, 2), (10, 12), (25, 3000), (7, 7)]:
         out = log_epochs(count, total)
@@ -313,15 +314,18 @@ def test_schedules_keep_old_run_ids():
 def test_sampling_docstring_examples():
     import doctest
 
-    from zoo import sampling
+    from zoo.recipe import sampling
 
     assert doctest.testmod(sampling).failed == 0
 
 
 def test_landscape_at_must_be_a_checkpoint_epoch_of_every_run():
     landscape = {"metrics": ["weights"], "at": [1, 3]}
-    with pytest.raises(RecipeError, match=r"landscape.at: \[3\] are not checkpoint epochs of "
-                                          r"every run; allowed: \[0, 1, 2\]"):  # fmt: skip
+    with pytest.raises(
+        RecipeError,
+        match=r"landscape.at: \[3\] are not checkpoint epochs of "
+        r"every run; allowed: \[0, 1, 2\]",
+    ):
         tiny_recipe(landscape=landscape)
     grid = {"train.epochs": [2, 4]}  # epoch 4 is only saved by the 4-epoch runs
     with pytest.raises(RecipeError, match=r"allowed: \[0, 1, 2\]"):

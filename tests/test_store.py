@@ -1,4 +1,4 @@
-"""Tests of zoo.store and the layers under it: atomic files (zoo.fsio), shards, the manifest."""
+"""Tests of zoo.store and the layers under it: atomic files (zoo.store.fs), shards, the manifest."""
 
 from __future__ import annotations
 
@@ -12,11 +12,17 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from zoo import SCHEMA_VERSION, __version__, fsio, manifest, store
+from zoo import SCHEMA_VERSION, __version__
 from zoo.errors import StoreError
-from zoo.fsio import atomic_write_bytes, sha256_file
-from zoo.manifest import Manifest, Problem, ShardRecord
-from zoo.store import read_table_shard, read_tensor_shard, write_table_shard, write_tensor_shard
+from zoo.store import fs as fsio
+from zoo.store.fs import atomic_write_bytes, sha256_file
+from zoo.store.manifest import Manifest, Problem, ShardRecord
+from zoo.store.shards import (
+    read_table_shard,
+    read_tensor_shard,
+    write_table_shard,
+    write_tensor_shard,
+)
 
 
 def _record(path: str = "shards/train/b1.safetensors", **kw) -> ShardRecord:
@@ -364,22 +370,3 @@ def test_sha256_file_chunks(tmp_path, monkeypatch):
     payload = os.urandom(100)
     f.write_bytes(payload)
     assert sha256_file(f) == hashlib.sha256(payload).hexdigest()
-
-
-# The file layer and the manifest moved out of zoo.store; their names must stay importable there.
-STORE_REEXPORTS = {
-    fsio: (
-        "HASH_CHUNK", "WHOLE_OBJECT_PROTOCOLS", "atomic_write_bytes", "is_remote", "read_bytes",
-        "sha256_file", "store_location",
-    ),
-    manifest: (
-        "RECOMPUTE_HINT", "SHARD_EXTS", "VERIFY_HINT", "Manifest", "Problem", "ShardRecord",
-    ),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("home", list(STORE_REEXPORTS), ids=lambda m: m.__name__)
-def test_store_reexports_moved_names(home):
-    for name in STORE_REEXPORTS[home]:
-        assert getattr(store, name) is getattr(home, name), name
-        assert name in store.__all__, name

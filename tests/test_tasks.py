@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from zoo.errors import TaskError
-from zoo.tasks import TASKS, Task, load_task, subset
+from zoo.tasks import TASKS, Task, load_task
+from zoo.tasks.base import subset
 
 
 def assert_task_contract(task: Task) -> None:

@@ -6,12 +6,12 @@ import torch
 
 import zoo
 from zoo.errors import TrainingError
-from zoo.ids import checkpoint_id
-from zoo.inits import INITS, init_module
-from zoo.models import build_model
-from zoo.planning import plan_batches
+from zoo.naming import checkpoint_id
+from zoo.nn.architectures import build_model
+from zoo.nn.inits import INITS, init_module
 from zoo.recipe import expand_recipe
-from zoo.training import PopulationTrainer, train_one, train_population
+from zoo.stages.plan import plan_batches
+from zoo.stages.train import PopulationTrainer, train_one, train_population
 
 from .conftest import tiny_recipe
 
@@ -121,8 +121,12 @@ def test_inits_are_seeded_and_scaled(scheme):
 
     def draw(seed, scale):
         module, _ = build_model(cfg, (64,), 10)
-        init_module(module, {"scheme": scheme, "scale": scale, "bias": "zeros"}, "tanh",
-                    torch.Generator().manual_seed(seed))  # fmt: skip
+        init_module(
+            module,
+            {"scheme": scheme, "scale": scale, "bias": "zeros"},
+            "tanh",
+            torch.Generator().manual_seed(seed),
+        )
         return module.fc1.weight.detach().clone(), module.fc1.bias.detach().clone()
 
     w, b = draw(0, 1.0)

@@ -1,5 +1,5 @@
 """``python -m zoo`` is the ``zoo`` command."""
 
-from .cli import app
+from zoo.cli import app
 
 app()

@@ -38,6 +38,10 @@ class TrainingError(ZooError, RuntimeError):
     """Training failed for a reason other than a diverged model (those are rows, not errors)."""
 
 
+class LandscapeError(ZooError, RuntimeError):
+    """The landscape stage cannot annotate: checkpoints it needs are not in the store."""
+
+
 class StoreError(ZooError, OSError):
     """A shard or the manifest is missing, unreadable or corrupt."""
 

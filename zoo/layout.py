@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .ids import short_hash
+from zoo.naming import short_hash
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Layout:
         names: parameter names, in ``state_dict`` order.
         shapes: one shape per name.
         model: the resolved model config plus ``input_shape`` and ``n_classes``: enough for
-            :func:`zoo.models.build_model` to rebuild the module.
+            :func:`zoo.nn.architectures.build_model` to rebuild the module.
         perm_spec: the hidden-unit symmetries of the network.
     """
 
@@ -185,6 +185,30 @@ def apply_permutation(
             value = torch.index_select(value, axis, index.to(value.device))
         out[name] = value
     return out
+
+
+def weight_matrices(layout: Layout) -> list[str]:
+    """Names of the weight tensors (Linear and Conv2d weights; biases excluded)."""
+    return [n for n, s in zip(layout.names, layout.shapes, strict=True) if len(s) >= 2]
+
+
+def unit_rows(w: torch.Tensor, axis: int, repeat: int, lead: int = 0) -> torch.Tensor:
+    """One row per unit of ``axis``: ``(*L, …, n*repeat, …)`` -> ``(*L, n, rest)``.
+
+    Args:
+        w: a parameter, with ``lead`` batch axes ``L`` before its own.
+        axis: the unit axis, counted without the batch axes.
+        repeat: consecutive entries per unit (``PermutationSpec.repeat``).
+        lead: number of leading batch axes.
+
+    Example:
+        >>> unit_rows(torch.arange(6.0).reshape(2, 3), 1, 1).tolist()
+        [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
+    """
+    a = lead + axis
+    n = w.shape[a] // repeat
+    split = w.reshape(*w.shape[:a], n, repeat, *w.shape[a + 1 :])
+    return split.movedim(a, lead).reshape(*w.shape[:lead], n, -1)
 
 
 # --- batched helpers on flat rows (B, P): one permutation / one rescaling per row -------------

@@ -1,0 +1,419 @@
+"""The ``zoo`` command: parse, call one function of the stages or :mod:`zoo.dist.pipeline`,
+print. No logic here.
+
+This module holds the app and the stage commands; the shared options are in
+:mod:`zoo.cli.options`, the progress display in :mod:`zoo.cli.progress`, the tool commands
+(evaluate-generator, learn, push, pull) in :mod:`zoo.cli.tools`. Modules that import torch or
+``datasets`` are imported inside the commands, so ``zoo --help`` answers at once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zoo import __version__
+from zoo.cli.options import (
+    ClusterConfigOpt,
+    ClusterOpt,
+    DeviceOpt,
+    JsonLogOpt,
+    OutArg,
+    QuietOpt,
+    RecipeArg,
+    ScaleOpt,
+    SchedulerOpt,
+    SetOpt,
+    ThreadsOpt,
+    WorkersOpt,
+    _fail,
+    _load,
+    _options,
+    console,
+    print_out,
+)
+from zoo.cli.progress import JsonLog, StageBar, StageLog
+from zoo.cli.tools import register
+from zoo.dist.options import ExecOptions, resolve_device
+from zoo.errors import ZooError
+from zoo.naming import DATASET_DIR, LAYOUT_FILE, PLOTS_DIR, RECIPE_FILE
+from zoo.recipe import Recipe, load_recipe
+from zoo.store.fs import is_remote, store_location
+from zoo.store.manifest import Manifest
+
+app = typer.Typer(
+    help=(
+        "Generate, annotate and publish model zoos as weight-space datasets.\n\n"
+        "A recipe (YAML) declares a task, an architecture, an init, training settings, a grid "
+        "of overrides and a number of seeds; `zoo run RECIPE` trains every run, stores every "
+        "checkpoint and builds a Hugging Face dataset folder.\n\n"
+        "Example:  zoo run pipelines/quickstart.yaml"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _pipeline():
+    """zoo.dist.pipeline, imported when a command runs: `zoo --help` need not load torch and
+    `datasets`."""
+    from zoo.dist import pipeline
+
+    return pipeline
+
+
+def build_dataset(recipe: Recipe, out) -> Path:
+    from zoo.stages.build import build_dataset
+
+    return build_dataset(recipe, out)
+
+
+def _train(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
+    """Train with a progress bar and a JSON event log (see :func:`_stage`)."""
+    from zoo.stages.plan import plan
+
+    batches = plan(recipe).batches
+    return _stage("train", batches, _pipeline().train, recipe, options, quiet, json_log)
+
+
+def _landscape(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
+    """Annotate with a progress bar and a JSON event log; stops on failed batches."""
+    from zoo.stages.landscape import plan_landscape_batches
+
+    batches = plan_landscape_batches(recipe)
+    summary = _stage("landscape", batches, _pipeline().landscape, recipe, options, quiet, json_log)
+    _pipeline().raise_for_failures(summary, recipe, stage="landscape")
+
+
+def _stage(
+    stage: str,
+    batches: list,
+    fn,
+    recipe: Recipe,
+    options: ExecOptions,
+    quiet: bool = False,
+    json_log=None,
+):
+    """Run one stage (``fn``: pipeline.train or pipeline.landscape) with a progress bar (unless
+    quiet; failures are summarized at the end either way) and a JSON event log; Ctrl-C or
+    SIGTERM stops the workers and exits with 130."""
+    log = StageLog(stage, batches)
+    with contextlib.ExitStack() as stack:
+        if json_log is not None:
+            log.listeners.append(stack.enter_context(contextlib.closing(JsonLog(json_log))))
+        if not quiet:
+            log.listeners.append(stack.enter_context(StageBar(console, stage, len(batches))))
+        try:
+            summary = fn(recipe, options, log, batches=batches, on_start=log.start)
+        except KeyboardInterrupt:
+            log.end(None, interrupted=True)
+            stack.close()
+            console.print(
+                f"[yellow]interrupted[/] after {log.done} new {stage} batches; finished batches "
+                "are saved: run the same command again to do the rest"
+            )
+            raise typer.Exit(code=130) from None
+        log.end(summary)
+    return summary
+
+
+@app.command()
+def run(
+    recipe: RecipeArg,
+    set: SetOpt = None,
+    scale: ScaleOpt = False,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    device: DeviceOpt = None,
+    threads_per_worker: ThreadsOpt = None,
+    cluster: ClusterOpt = None,
+    cluster_config: ClusterConfigOpt = None,
+    quiet: QuietOpt = False,
+    json_log: JsonLogOpt = None,
+):
+    """Train every run of a recipe and build its dataset folder (resumable).
+
+    Runs only what the output folder does not hold yet, so an interrupted run continues where
+    it stopped. Example: zoo run pipelines/quickstart.yaml --set seeds=8
+    The published size: zoo run pipelines/fashion_cnn_small_width_batch.yaml --scale
+    On SLURM: zoo run RECIPE --cluster slurm --cluster-config slurm.yaml --quiet
+    """
+    rec = _load(recipe, set, scale)
+    try:
+        opts = _options(
+            rec, workers, scheduler, device, threads_per_worker, cluster, cluster_config
+        )
+        summary = _train(rec, opts, quiet, json_log)
+        _pipeline().raise_for_failures(summary, rec)
+        if rec.resolved["landscape"]["metrics"]:
+            _landscape(rec, opts, quiet, json_log)
+        folder = build_dataset(rec, rec.out_dir)
+    except ZooError as err:
+        _fail(err)
+    if not is_remote(rec.out_dir):  # the summary table reads the folder with `datasets`
+        _print_inspect(Path(store_location(rec.out_dir)))
+    console.print(f"\n[green]dataset:[/] {folder}\n  datasets.load_dataset({str(folder)!r})")
+
+
+@app.command()
+def train(
+    recipe: RecipeArg,
+    set: SetOpt = None,
+    scale: ScaleOpt = False,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    device: DeviceOpt = None,
+    threads_per_worker: ThreadsOpt = None,
+    cluster: ClusterOpt = None,
+    cluster_config: ClusterConfigOpt = None,
+    quiet: QuietOpt = False,
+    json_log: JsonLogOpt = None,
+):
+    """Train the runs of a recipe into the store (shards + manifest); no dataset is built.
+
+    Example: zoo train pipelines/quickstart.yaml --workers 2
+    On an existing Dask cluster: zoo train RECIPE --scheduler tcp://host:8786 --json-log log.jsonl
+    """
+    rec = _load(recipe, set, scale)
+    try:
+        opts = _options(
+            rec, workers, scheduler, device, threads_per_worker, cluster, cluster_config
+        )
+        summary = _train(rec, opts, quiet, json_log)
+        _pipeline().raise_for_failures(summary, rec)
+    except ZooError as err:
+        _fail(err)
+    console.print(f"trained {len(summary.done)} batches into {rec.out_dir}")
+
+
+@app.command()
+def build(out: OutArg):
+    """Build the dataset folder OUT/dataset from the store (README card, Parquet, layout.json).
+
+    Example: zoo build out/quickstart
+    """
+    try:
+        rec = load_recipe(out / RECIPE_FILE, [f"output.dir={out}"])
+        folder = build_dataset(rec, out)
+    except ZooError as err:
+        _fail(err)
+    console.print(f"built {folder}")
+
+
+@app.command()
+def plan(recipe: RecipeArg, set: SetOpt = None, scale: ScaleOpt = False):
+    """Dry run: list the runs, population batches, memory, time and storage; trains nothing.
+
+    Example: zoo plan pipelines/quickstart.yaml --set seeds=10
+    The published size: zoo plan pipelines/fashion_cnn_s_hyperparameter_grid.yaml --scale
+    """
+    from zoo.stages.plan import plan as plan_recipe
+
+    rec = _load(recipe, set, scale)
+    try:
+        p = plan_recipe(rec)
+        params, memory = p.num_params(), p.memory_bytes()
+        device = resolve_device(rec.execution.get("device") or "auto")
+        seconds = p.estimated_seconds(device)
+    except ZooError as err:
+        _fail(err)
+    table = Table(title=f"plan of {rec.name}")
+    cols = (
+        "batch",
+        "runs",
+        "arch",
+        "params",
+        "optimizer",
+        "batch size",
+        "epochs",
+        "checkpoints",
+        "memory",
+    )
+    for col in cols:
+        table.add_column(col)
+    for b in p.batches:
+        r = b.runs[0]
+        table.add_row(
+            b.batch_id,
+            str(len(b.runs)),
+            r.model["arch"],
+            f"{params[b.batch_id]:,}",
+            r.train["optimizer"],
+            str(r.train["batch_size"]),
+            str(r.train["epochs"]),
+            ",".join(map(str, r.checkpoints)),
+            f"{memory[b.batch_id] / 2**20:,.0f} MiB",
+        )
+    Console().print(table)
+    workers = max(1, rec.execution.get("workers") or 1)
+    Console().print(
+        f"{len(p.runs)} runs in {len(p.batches)} population batches, {p.checkpoints} checkpoints; "
+        f"estimated storage {p.storage_bytes() / 2**20:.1f} MiB, peak memory per batch "
+        f"{max(memory.values(), default=0) / 2**20:,.0f} MiB, training about "
+        f"{_duration(seconds / workers)} on {workers} {device} worker(s) "
+        "(rough: within 3x on the shipped recipes) "
+        f"-> {rec.out_dir}"
+    )
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``7 min``, ``3.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+@app.command()
+def verify(
+    out: OutArg,
+    repair: Annotated[
+        bool, typer.Option(help="Delete damaged shards and forget them, so `zoo run` redoes them.")
+    ] = False,
+):
+    """Re-hash every shard against its sha256 in the manifest; name missing, truncated or
+    altered files, and shards no record names (orphans of a kill, harmless).
+
+    Exits 1 when a recorded shard is damaged. Example: zoo verify out/quickstart --repair
+    """
+    manifest = Manifest(out)
+    problems = manifest.verify()
+    damaged = [p for p in problems if p.kind != "orphan"]
+    for p in problems:
+        color = "yellow" if p.kind == "orphan" else "red"
+        print_out(f"[{color}]{p.kind}[/]: {p.path}: {p.detail}")
+    if repair and problems:
+        for p in problems:
+            (out / p.path).unlink(missing_ok=True)
+        dropped = manifest.drop(p.path for p in damaged)
+        print_out(
+            f"repaired: removed {len(problems)} file(s), forgot {dropped} record(s); "
+            f"`zoo run` recomputes those batches"
+        )
+        return
+    if not damaged:
+        print_out(
+            f"[green]ok[/]: {len(manifest.records())} shards match their sha256 in {manifest.path}"
+        )
+        return
+    raise typer.Exit(code=1)
+
+
+def _print_inspect(out: Path) -> None:
+    import datasets
+
+    folder = out / DATASET_DIR
+    layouts = json.loads((folder / LAYOUT_FILE).read_text())
+    rows = []
+    for config in layouts:
+        for split, ds in datasets.load_dataset(str(folder), config).items():
+            rows.append((config, split, len(ds), _inspect_cells(ds, layouts[config])))
+    phased = any(cells[-1] for *_, cells in rows)
+    table = Table(title=f"zoo {out}")
+    columns = ("config", "split", "rows", "runs", "params", "status", "test_acc (last epoch)")
+    for col in columns + (("phases (last annotated epoch)",) if phased else ()):
+        table.add_column(col)
+    for config, split, n, cells in rows:
+        table.add_row(config, split, str(n), *(cells if phased else cells[:-1]))
+    Console().print(table)
+
+
+def _inspect_cells(ds, layout: dict) -> list[str]:
+    """runs, params, status counts, test accuracy at the last epoch, phase counts."""
+    names = ["run_id", "status", "epoch", "test_acc"] + (
+        ["phase"] if "phase" in ds.features else []
+    )
+    cols = ds.select_columns(names).to_pandas()
+    last = cols[cols.epoch == cols.epoch.max()].test_acc
+    status = ", ".join(f"{k} {v}" for k, v in Counter(cols.status).items())
+    acc = f"{last.mean():.3f} ± {last.std():.3f}" if len(last) > 1 else f"{last.mean():.3f}"
+    labelled = cols.dropna(subset=["phase"]) if "phase" in cols else cols.iloc[:0]
+    labelled = labelled[labelled.epoch == labelled.epoch.max()] if len(labelled) else labelled
+    phases = ", ".join(f"{k} {v}" for k, v in sorted(Counter(labelled.get("phase", [])).items()))
+    return [str(cols.run_id.nunique()), f"{layout['num_params']:,}", status, acc, phases]
+
+
+@app.command()
+def inspect(out: OutArg):
+    """Summarize a built zoo: configs, splits, rows, runs, status, accuracy and phases.
+
+    Example: zoo inspect out/quickstart
+    """
+    if not (out / DATASET_DIR / LAYOUT_FILE).exists():
+        _fail(ZooError(f"{out}/dataset is not built; run `zoo build {out}` first"))
+    _print_inspect(out)
+
+
+@app.command()
+def landscape(
+    out: OutArg,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    device: DeviceOpt = None,
+):
+    """Compute the recipe's loss-landscape metrics for a trained zoo, then rebuild its dataset.
+
+    Hessian top eigenvalues and trace, weight statistics, CKA, barriers, Bezier mode
+    connectivity and phase labels, as chosen in the recipe's `landscape:` section; resumable.
+    Example: zoo landscape out/phase_zoo
+    """
+    try:
+        rec = load_recipe(out / RECIPE_FILE, [f"output.dir={out}"])
+        if not rec.resolved["landscape"]["metrics"]:
+            example = "landscape: {metrics: [hessian, weights, cka, barrier, phase]}"
+            raise ZooError(f"{out}/recipe.yaml has no landscape.metrics; add e.g. `{example}`")
+        _landscape(rec, _options(rec, workers, scheduler, device))
+        folder = build_dataset(rec, out)
+    except ZooError as err:
+        _fail(err)
+    console.print(f"annotated and rebuilt {folder}")
+
+
+@app.command()
+def plot(
+    out: OutArg,
+    x: Annotated[str, typer.Option(help="Grid key on the x axis, e.g. train.lr.")],
+    y: Annotated[str, typer.Option(help="Grid key on the y axis, e.g. model.width.")],
+    metric: Annotated[
+        list[str] | None, typer.Option(help="Metric column(s), repeatable (default: all).")
+    ] = None,
+    epoch: Annotated[int | None, typer.Option(help="Epoch (default: last annotated).")] = None,
+):
+    """Draw phase diagrams: PNG heatmaps of metrics over two grid axes, phases overlaid.
+
+    One heatmap per metric over the rows of every config (an axis such as model.width spans
+    configs), the mean over seeds and other axes in each cell. Writes OUT/plots/<metric>.png.
+    Example: zoo plot out/phase_zoo --x train.batch_size --y model.width
+    """
+    import datasets
+
+    from zoo.stages.build.plot import DEFAULT_METRICS, plot_metrics
+
+    folder = out / DATASET_DIR
+    if not (folder / LAYOUT_FILE).exists():
+        _fail(ZooError(f"{folder} is not built; run `zoo build {out}` first"))
+    rows = []
+    for config in json.loads((folder / LAYOUT_FILE).read_text()):
+        splits = datasets.load_dataset(str(folder), config).values()
+        rows += [r for ds in splits for r in ds.remove_columns(["weights"]).to_list()]
+    annotated = [r["epoch"] for r in rows if r.get("probe_loss") is not None]
+    at = epoch if epoch is not None else max(annotated or [r["epoch"] for r in rows])
+    written = plot_metrics(rows, x, y, at, out / PLOTS_DIR, "", metric or DEFAULT_METRICS)
+    if not written:
+        _fail(ZooError(f"nothing to plot: no values of {metric or 'the metrics'} over {x} x {y}"))
+    for path in written:
+        print_out(str(path))
+
+
+register(app)  # the tool commands: evaluate-generator, learn, push, pull
+
+
+@app.command()
+def version():
+    """Print the zoo version."""
+    print(__version__)

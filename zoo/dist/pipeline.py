@@ -1,0 +1,80 @@
+"""A zoo's stages run in order on a cluster: train -> landscape -> build (``zoo run``).
+
+Every stage reads and writes the output folder only, so each can run alone and again:
+``train`` and ``landscape`` skip batches the manifest already records, ``build`` rewrites the
+dataset folder. The CLI only parses and prints; these functions are also the Python API
+(``zoo.run``, ``zoo.train``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoo.dist.options import ExecOptions
+from zoo.dist.run import Progress, RunSummary, run_stage
+from zoo.errors import DistError
+from zoo.naming import RECIPE_FILE
+from zoo.recipe import Recipe
+from zoo.stages.build import build_dataset
+from zoo.stages.landscape import LandscapeBatch, landscape_task, plan_landscape_batches
+from zoo.stages.plan import PopulationBatch, plan
+from zoo.stages.train import train_task
+from zoo.store.fs import atomic_write_bytes
+
+
+def train(
+    recipe: Recipe, options: ExecOptions, progress: Progress | None = None,
+    batches: list[PopulationBatch] | None = None, **kwargs,
+) -> RunSummary:
+    """Train every batch of the recipe that the manifest does not hold yet (``batches``: the
+    recipe's plan, when the caller has it already); ``kwargs`` go to
+    :func:`zoo.dist.run.run_stage` (``client``, ``on_start``)."""
+    out = recipe.out_dir  # a folder, or an fsspec URL (the store reads Path-mangled URLs too)
+    atomic_write_bytes(out / RECIPE_FILE, recipe.to_yaml().encode())  # creates the folder
+    batches = plan(recipe).batches if batches is None else batches
+    return run_stage("train", batches, train_task, out, options, progress, **kwargs)
+
+
+def raise_for_failures(summary: RunSummary, recipe: Recipe, stage: str = "train") -> None:
+    """Stop with the failed batches named and how to retry them."""
+    if not summary.failed:
+        return
+    lines = []
+    for b, e in summary.failed.items():
+        runs = summary.failed_runs.get(b, [])
+        shown = ", ".join(runs[:8]) + (f" … +{len(runs) - 8}" if len(runs) > 8 else "")
+        lines.append(f"  {b} (runs {shown}): {e.splitlines()[-1]}")
+    target = recipe.source if stage == "train" else recipe.out_dir
+    command = f"zoo {stage} {target}"
+    raise DistError(
+        f"{len(summary.failed)} of {len(summary.failed) + len(summary.done)} {stage} batches "
+        "failed:\n"
+        + "\n".join(lines)
+        + f"\nThe others are saved. Fix the cause and run `{command}` again: "
+        "only the failed batches run."
+    )
+
+
+def run(
+    recipe: Recipe, options: ExecOptions | None = None, progress: Progress | None = None
+) -> Path:
+    """Train what is missing, then build the dataset folder; returns the folder."""
+    options = options or ExecOptions.from_recipe(recipe.execution)
+    summary = train(recipe, options, progress)
+    raise_for_failures(summary, recipe)
+    if recipe.resolved["landscape"]["metrics"]:
+        raise_for_failures(landscape(recipe, options, progress), recipe, stage="landscape")
+    return build_dataset(recipe, recipe.out_dir)
+
+
+def landscape(
+    recipe: Recipe, options: ExecOptions, progress: Progress | None = None,
+    batches: list[LandscapeBatch] | None = None, **kwargs,
+) -> RunSummary:
+    """Annotate the trained checkpoints with the recipe's landscape metrics (resumable: batches
+    whose metric shard the manifest holds are skipped; ``batches``: the landscape plan, when the
+    caller has it already); ``kwargs`` go to :func:`zoo.dist.run.run_stage` (``client``,
+    ``on_start``)."""
+    batches = plan_landscape_batches(recipe) if batches is None else batches
+    return run_stage("landscape", batches, landscape_task, recipe.out_dir, options, progress,
+                     done_exts=("parquet",), **kwargs)

@@ -1,0 +1,251 @@
+"""Running the batches of a stage: in this process, on an embedded Dask ``LocalCluster``, on an
+existing scheduler, or on SLURM/PBS batch jobs through dask-jobqueue.
+
+Tasks write their shards and return small receipts (``ShardRecord`` dicts); only the driver
+appends receipts to the manifest, so a task killed mid-way leaves no trace in it and is simply
+run again (Dask reruns the batches of a dead worker elsewhere). Keys come from batch ids, so a
+batch is never run twice at once and its shards are recorded once. Weights never travel
+through the scheduler, only batch specs and receipts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from zoo.dist.clusters import has_bokeh, make_cluster
+from zoo.dist.options import ExecOptions, worker_device
+from zoo.errors import DistError
+from zoo.store.fs import is_remote, store_location
+from zoo.store.manifest import SHARD_EXTS, Manifest, ShardRecord
+
+if TYPE_CHECKING:
+    from zoo.stages.plan import PopulationBatch
+
+
+@dataclass
+class RunSummary:
+    """What a stage did: batches run, skipped (already done) and failed."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # batch_id -> error text
+    failed_runs: dict[str, list[str]] = field(default_factory=dict)  # batch_id -> run ids
+
+
+@dataclass(frozen=True)
+class StageStart:
+    """What ``on_start`` hears once a stage's workers are reachable."""
+
+    stage: str
+    batches: int  # in the plan
+    skipped: int  # already in the manifest
+    skipped_runs: int  # runs of those batches
+    dashboard: str | None  # the Dask dashboard's address, when one is served
+
+
+# --- Dask clients ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def dask_client(options: ExecOptions) -> Iterator:
+    """A client on ``options.scheduler``, or on the cluster that
+    :func:`zoo.dist.clusters.make_cluster` starts."""
+    from dask.distributed import Client
+
+    if not options.scheduler:
+        with make_cluster(options) as cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(options.scheduler, timeout="20s")
+    except OSError as err:
+        raise DistError(
+            f"cannot reach the Dask scheduler at {options.scheduler} ({err}); start one with "
+            f"`dask scheduler` and workers with `dask worker {options.scheduler}`, or leave "
+            "--scheduler out to run on a local cluster"
+        ) from err
+    with client:
+        _check_gpu_workers(client, options)
+        yield client
+
+
+def _check_gpu_workers(client, options: ExecOptions) -> None:
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    if (
+        options.gpus_per_worker
+        and workers
+        and not any(w.get("resources", {}).get("GPU") for w in workers)
+    ):
+        raise DistError(
+            f"execution.gpus_per_worker is {options.gpus_per_worker} but no worker of "
+            f"{options.scheduler} declares GPUs, so no batch could start; start the workers "
+            f"with `dask worker {options.scheduler} --nthreads 1 --resources GPU=1`, or set "
+            "execution.gpus_per_worker=0"
+        )
+
+
+def dashboard_link(client) -> str | None:
+    """The Dask dashboard's address, or ``None`` where none is served (bokeh missing, or a
+    scheduler started without one: it lists no ``dashboard`` service)."""
+    if not has_bokeh():
+        return None
+    try:
+        return client.dashboard_link
+    except KeyError:
+        return None
+
+
+# --- running a stage ----------------------------------------------------------------------------
+
+Progress = Callable[[str, "PopulationBatch", str | None], None]
+TaskFn = Callable[[dict, str, dict], list[dict]]
+
+
+def execute(task_fn: TaskFn, batch: dict, out_dir: str, options: dict) -> list[dict]:
+    """Run one stage task where it lands (this process or a worker): with the worker's torch
+    threads and its own device (``auto`` resolved here, a GPU per worker on multi-GPU nodes)."""
+    import torch
+
+    torch.set_num_threads(options["threads_per_worker"])
+    return task_fn(batch, out_dir, {**options, "device": worker_device(options["device"])})
+
+
+def run_stage(
+    stage: str, batches: list, task_fn: TaskFn, out_dir: str | Path, options: ExecOptions,
+    progress: Progress | None = None, *, client=None,
+    on_start: Callable[[StageStart], None] | None = None, done_exts: tuple = SHARD_EXTS,
+) -> RunSummary:
+    """Run ``task_fn`` on every batch whose ``stage`` shards the manifest does not hold yet;
+    append the receipts as batches finish.
+
+    Args:
+        stage: the manifest stage the task writes (``train``, ``landscape``, …).
+        batches: the plan; each has ``batch_id``, ``runs`` and ``to_dict()``.
+        task_fn: a top-level function ``(batch_dict, out_dir, options_dict) -> [receipt dicts]``.
+        out_dir: the zoo's output folder: a path, or an fsspec URL the workers can reach.
+        options: where and how to run.
+        progress: called as ``progress(event, batch, error)`` with event ``done``/``failed``.
+        client: a Dask client to reuse (e.g. one cluster for several stages).
+        on_start: called once with a :class:`StageStart` when the workers are reachable.
+        done_exts: the shard kinds a finished batch of this stage has in the manifest.
+    Returns:
+        a :class:`RunSummary`; failures are collected, never raised, so other batches go on.
+        SIGTERM is turned into ``KeyboardInterrupt``: running tasks are cancelled and the
+        cluster shut down; a rerun then does only what the manifest lacks.
+    """
+    out = _task_location(out_dir, options, client)
+    manifest = Manifest(out)
+    done = manifest.done_batch_ids(stage, done_exts)
+    summary = RunSummary(skipped=[b.batch_id for b in batches if b.batch_id in done])
+    todo = [b for b in batches if b.batch_id not in done]
+    finish = _finisher(manifest, summary, progress)
+
+    def started(c) -> None:
+        if on_start:
+            runs = sum(len(b.runs) for b in batches if b.batch_id in done)
+            link = c and dashboard_link(c)
+            on_start(StageStart(stage, len(batches), len(summary.skipped), runs, link))
+
+    with _sigterm_as_interrupt():
+        if not todo or (client is None and _in_process(options)):
+            started(None)
+            for batch in todo:
+                try:
+                    records = execute(task_fn, batch.to_dict(), out, options.to_dict())
+                    finish(batch, records, None)
+                except Exception as err:  # a batch that raises must not stop the others
+                    finish(batch, None, _error_text(err))
+            return summary
+        with contextlib.nullcontext(client) if client else dask_client(options) as c:
+            started(c)
+            _run_on_dask(c, stage, task_fn, todo, out, options, finish)
+    return summary
+
+
+def _in_process(options: ExecOptions) -> bool:
+    return options.workers == 0 and not options.scheduler and options.cluster == "local"
+
+
+def _task_location(out_dir, options: ExecOptions, client) -> str:
+    """What tasks get as ``out_dir``: an absolute path (workers may have another working
+    directory) or a URL; ``memory://`` only where the tasks run in this process."""
+    out = store_location(out_dir)
+    if not is_remote(out):
+        return os.path.abspath(out)
+    if out.startswith("memory://") and (client is not None or not _in_process(options)):
+        raise DistError(
+            f"{out}: a memory:// store lives in one process, but the tasks would run in worker "
+            "processes; use --workers 0, or a store every worker reaches (a shared folder, "
+            "file://, s3://…)"
+        )
+    return out
+
+
+def _finisher(manifest: Manifest, summary: RunSummary, progress: Progress | None):
+    def finish(batch, records: list[dict] | None, error: str | None) -> None:
+        if error is None:
+            manifest.append(ShardRecord.from_dict(r) for r in records)
+            summary.done.append(batch.batch_id)
+        else:
+            summary.failed[batch.batch_id] = error
+            summary.failed_runs[batch.batch_id] = [r.run_id for r in batch.runs]
+        if progress:
+            progress("done" if error is None else "failed", batch, error)
+
+    return finish
+
+
+def _run_on_dask(client, stage, task_fn, todo, out, options: ExecOptions, finish) -> None:
+    from dask.distributed import as_completed
+
+    opts = options.to_dict()
+    resources = {"GPU": 1} if options.gpus_per_worker else None
+    futures = {
+        client.submit(
+            execute, task_fn, b.to_dict(), out, opts, key=f"{stage}-{b.batch_id}",
+            retries=options.retries, resources=resources,
+        ): b
+        for b in todo
+    }
+    try:
+        for future in as_completed(futures):
+            batch = futures.pop(future)
+            try:
+                records, error = future.result(), None
+            except Exception as err:  # the task's error, KilledWorker (3 deaths), cancelled
+                records, error = None, _error_text(err)
+            finish(batch, records, error)
+            future.release()
+    except BaseException:
+        client.cancel(list(futures))  # interrupted: stop what is queued or running
+        raise
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a batch system's cancel, ``kill``) like Ctrl-C so clusters shut down."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _error_text(err: BaseException) -> str:
+    lines = traceback.format_exception_only(type(err), err)
+    return "".join(lines).strip()

@@ -1,0 +1,2 @@
+"""Networks: architectures with their layouts and permutation specs, the population forward
+that runs many models at once, initializations, and population optimizers."""

@@ -1,0 +1,429 @@
+"""The dataset card: YAML header (configs, features, splits, license, tags) and prose made from
+the zoo itself, filled into ``cards/dataset_card.md``.
+
+The header is what the Hub and ``datasets`` read: ``configs`` (data files per config and
+split), ``dataset_info`` (features with ``weights`` as a fixed-length float32 list, every
+metadata column typed, split sizes), license, tags and size category. ``huggingface_hub``'s
+``DatasetCard`` parses it when the card is rendered, so a card that would not load is never
+written.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from datasets.info import DatasetInfosDict
+from huggingface_hub import DatasetCard, DatasetCardData
+
+from zoo import SCHEMA_VERSION, __version__
+from zoo.errors import BuildError
+from zoo.layout import Layout
+from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource, split_of
+from zoo.stages.build.parquet import FILE_BYTES, ROW_GROUP_BYTES
+TEMPLATE = resource("cards", "dataset_card.md")
+TAGS = ["weight-space-learning", "model-zoo", "neural-network-weights", "zoo"]
+
+COLUMN_DOCS = {
+    "checkpoint_id": "`<run_id>-e<epoch>` (mid-epoch: `<run_id>-s<step>`): one row per checkpoint",
+    "run_id": "16 hex of sha256 over the run's resolved config (seed included)",
+    "cell_id": "hash of the config without the seed: runs of one grid cell share it",
+    "epoch": "training epochs done when the checkpoint was taken (0 = initialization)",
+    "step": "optimizer steps done when the checkpoint was taken",
+    "status": "`ok`, or `diverged` once the model's loss turned NaN/inf (it is then frozen)",
+    "diverged_epoch": "epoch in which the loss first turned NaN/inf (null if never)",
+    "train_loss": "mean cross-entropy on the whole training set",
+    "train_acc": "accuracy on the whole training set",
+    "test_loss": "mean cross-entropy on the test set",
+    "test_acc": "accuracy on the test set",
+    "gen_gap_loss": "test_loss − train_loss",
+    "gen_gap_acc": "train_acc − test_acc",
+    "seed": "the run's seed (init and data order derive from it)",
+    "phase": "phase label of the run's grid cell at this epoch (see Estimator settings)",
+    "weights": "all parameters as one float32 vector (see layout.json)",
+}
+
+# Works whose setups an architecture or a landscape metric follows: cited when used.
+ARCH_CITATIONS = {
+    "cnn_s": "Schürholt, Taskiran, Knyazev, Giró-i-Nieto, Borth. Model Zoos: A Dataset of "
+    "Diverse Populations of Neural Network Models. NeurIPS Datasets and Benchmarks, 2022.",
+    "cnn_small": "Unterthiner, Keysers, Gelly, Bousquet, Tolstikhin. Predicting Neural Network "
+    "Accuracy from Weights. arXiv:2002.11448, 2020.",
+}
+METRIC_CITATIONS = {
+    "hessian": "Yao, Gholami, Keutzer, Mahoney. PyHessian: Neural Networks Through the Lens of "
+    "the Hessian. IEEE Big Data, 2020.",
+    "weights": "Martin, Mahoney. Implicit Self-Regularization in Deep Neural Networks: Evidence "
+    "from Random Matrix Theory and Implications for Learning. JMLR 22(165), 2021.",
+    "cka": "Kornblith, Norouzi, Lee, Hinton. Similarity of Neural Network Representations "
+    "Revisited. ICML, 2019.",
+    "bezier": "Garipov, Izmailov, Podoprikhin, Vetrov, Wilson. Loss Surfaces, Mode "
+    "Connectivity, and Fast Ensembling of DNNs. NeurIPS, 2018.",
+    "barrier": "Frankle, Dziugaite, Roy, Carbin. Linear Mode Connectivity and the Lottery "
+    "Ticket Hypothesis. ICML, 2020.",
+    "phase": "Yang, Hodgkinson, Theisen, Zou, Gonzalez, Ramchandran, Mahoney. Taxonomizing "
+    "Local versus Global Structure in Neural Network Loss Landscapes. NeurIPS, 2021.",
+}
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    """What the build wrote for one config: what the card describes.
+
+    Attributes:
+        name: the config name.
+        layout: its weight space.
+        table: every row, in the written order (``weights`` included).
+        files: split -> Parquet paths relative to the dataset folder.
+        counts: split -> rows.
+    """
+
+    name: str
+    layout: Layout
+    table: pa.Table
+    files: dict[str, list[str]]
+    counts: dict[str, int]
+
+
+def yaml_header(recipe, summary: list[ConfigSummary], folder: Path | None = None) -> dict:
+    """The card's YAML: configs with data_files per split, features and split sizes per config,
+    license, tags, size category."""
+    configs = []
+    for i, part in enumerate(summary):
+        files = [
+            {"split": split, "path": f"{DATA_DIR}/{part.name}/{split}-*.parquet"}
+            for split in sorted(part.files)
+        ]
+        entry = {"config_name": part.name, "data_files": files}
+        if i == 0:
+            entry["default"] = True
+        configs.append(entry)
+    infos = DatasetInfosDict({p.name: _dataset_info(recipe, p, folder) for p in summary})
+    card_data = DatasetCardData()
+    infos.to_dataset_card_data(card_data)
+    info_list = card_data["dataset_info"]  # one config gives a mapping: keep the list form
+    info_list = info_list if isinstance(info_list, list) else [info_list]
+    info_list = [_features_first(i) for i in info_list]
+    n_rows = sum(p.table.num_rows for p in summary)
+    return {
+        "configs": configs,
+        "dataset_info": info_list,
+        "license": recipe.resolved["output"]["license"],
+        "tags": TAGS,
+        "size_categories": [_size_category(n_rows)],
+        "pretty_name": recipe.name,
+    }
+
+
+def _features_first(info: dict) -> dict:
+    """``features``, then ``config_name``, then the rest: the order ``DatasetInfo`` writes its
+    YAML in, so cards keep their bytes (and a push does not re-send them)."""
+    rest = {k: v for k, v in info.items() if k not in ("features", "config_name")}
+    return {"features": info["features"], "config_name": info["config_name"], **rest}
+
+
+def _dataset_info(recipe, part: ConfigSummary, folder: Path | None) -> datasets.DatasetInfo:
+    table = part.table
+    features = datasets.Features.from_arrow_schema(table.schema)
+    fractions = recipe.resolved["output"]["splits"]
+    by_split = [split_of(r, fractions) for r in table["run_id"].to_pylist()]
+    has_weights = "weights" in table.column_names
+    meta = table.drop_columns(["weights"]) if has_weights else table  # cheap to filter
+    row_weight_bytes = table["weights"].nbytes // max(1, table.num_rows) if has_weights else 0
+    splits = datasets.SplitDict()
+    for split in sorted(part.files):
+        mask = [s == split for s in by_split]
+        n = part.counts[split]
+        num_bytes = meta.filter(mask).nbytes + n * row_weight_bytes
+        splits.add(datasets.SplitInfo(name=split, num_bytes=num_bytes, num_examples=n))
+    info = datasets.DatasetInfo(features=features, config_name=part.name, splits=splits)
+    info.dataset_size = sum(s.num_bytes for s in splits.values())
+    if folder is not None:
+        info.download_size = sum(_file_bytes(folder, part.files).values())
+    return info
+
+
+def _file_bytes(folder: Path, files: dict[str, list[str]]) -> dict[str, int]:
+    """Bytes on disk of each split's Parquet files (0 where not written yet)."""
+    sizes = {}
+    for split, paths in files.items():
+        sizes[split] = sum((folder / p).stat().st_size for p in paths if (folder / p).exists())
+    return sizes
+
+
+SIZE_CATEGORIES = [
+    (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (10**6, "100K<n<1M"),
+    (10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B"),
+    (10**11, "10B<n<100B"), (10**12, "100B<n<1T"),
+]
+
+
+def _size_category(n: int) -> str:
+    """The Hub's ``size_categories`` label of ``n`` rows."""
+    for limit, label in SIZE_CATEGORIES:
+        if n < limit:
+            return label
+    return "n>1T"
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table; a ``|`` inside a cell is escaped so it does not split the cell."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _columns_table(table, column_docs: dict[str, str] | None = None) -> str:
+    docs = {**COLUMN_DOCS, **(column_docs or {})}
+    rows = []
+    for field in table.schema:
+        doc = docs.get(field.name, "")
+        if "__" in field.name and field.name not in (column_docs or {}):
+            section, key = field.name.split("__", 1)
+            doc = f"recipe `{section}.{key}` of the run"
+        rows.append([f"`{field.name}`", f"`{field.type}`", doc])
+    return _md_table(["column", "type", "meaning"], rows)
+
+
+def load_snippet(name: str, split: str, repo: str = REPO_PLACEHOLDER) -> str:
+    """The "How to load" code of the card (run by the tests, on a folder and on a Hub repo)."""
+    return (
+        "import datasets, zoo\n\n"
+        f'ds, layout = zoo.load("{repo}", "{name}", split="{split}")  # torch format + Layout\n'
+        'weights = ds["weights"][:]                    # (N, P) float32 tensor\n'
+        "net = zoo.to_module(ds[0], layout)            # a working torch.nn.Module\n"
+        "batches = zoo.iter_weights(ds, batch_size=256)  # (256, P) tensors, memmap-fast\n\n"
+        "# plain `datasets`, streamed: rows as dicts (ids, hyperparameters, metrics, weights)\n"
+        f'stream = datasets.load_dataset("{repo}", "{name}", split="{split}", streaming=True)\n'
+        "row = next(iter(stream))"
+    )
+
+
+def _counts(summary: list[ConfigSummary]) -> str:
+    """Rows per status (and per phase, where a ``phase`` column exists) of each config."""
+    parts = []
+    for column in ("status", "phase"):
+        per = {
+            p.name: Counter("null" if v is None else str(v) for v in p.table[column].to_pylist())
+            for p in summary
+            if column in p.table.column_names
+        }
+        if not per:
+            continue
+        values = sorted({v for counts in per.values() for v in counts})
+        rows = [[f"`{name}`", *(c.get(v, 0) for v in values)] for name, c in per.items()]
+        note = (
+            " (null: checkpoints not annotated)" if column == "phase" and "null" in values else ""
+        )
+        parts.append(f"Rows per {column}{note}:\n\n" + _md_table(["config", *values], rows))
+    return "\n\n".join(parts)
+
+
+def _figures(folder: Path) -> str:
+    images = sorted((folder / IMAGES_DIR).glob("*.png"))
+    if not images:
+        return ""
+    links = "\n\n".join(f"![{p.stem}]({IMAGES_DIR}/{p.name})" for p in images)
+    return "## Figures\n\n" + links
+
+
+def _estimators(res: dict) -> str:
+    settings = res.get("landscape") or {}
+    if not settings.get("metrics"):
+        return ""
+    text = yaml.safe_dump(settings, sort_keys=False).strip()
+    return (
+        "## Estimator settings\n\nThe landscape columns were computed with these settings "
+        "(the recipe's `landscape:` section, defaults resolved):\n\n```yaml\n" + text + "\n```"
+    )
+
+
+def _citations(res: dict) -> str:
+    items = list(res.get("citations") or [])
+    arches = {res["model"]["arch"], *res["grid"].get("model.arch", [])}
+    items += [ARCH_CITATIONS[a] for a in sorted(arches) if a in ARCH_CITATIONS]
+    metrics = (res.get("landscape") or {}).get("metrics") or []
+    items += [METRIC_CITATIONS[m] for m in metrics if m in METRIC_CITATIONS]
+    if not items:
+        return ""
+    return "## Citations\n\nThis zoo follows the setups of:\n\n" + "\n".join(
+        f"- {c}" for c in items
+    )
+
+
+def _trained(res: dict) -> str:
+    """What was trained and why, in one paragraph made from the recipe."""
+    grid, sampled = res["grid"], _sampled(res)
+
+    def val(section: str, key: str) -> str:  # a grid key reads "one of [...]"
+        dotted = f"{section}.{key}"
+        if dotted in sampled:
+            return "sampled"
+        return f"one of {grid[dotted]}" if dotted in grid else str(res[section].get(key))
+
+    m = res["model"]
+    model = ", ".join(f"{k} {val('model', k)}" for k in m if k != "arch")
+    varies = ", ".join(f"`{k}`" for k in grid) or "only the seed"
+    if sampled:
+        count = res["sample"]["count"]
+        keys = ", ".join(f"`{k}`" for k in sampled)
+        varies += f"; {count} points drawn at random (seeded) per grid point set {keys}"
+    return (
+        f"Every run trains a `{val('model', 'arch')}` network ({model}) on "
+        f"`{val('task', 'name')}`, initialized with `{val('init', 'scheme')}` (scale "
+        f"{val('init', 'scale')}), with `{val('train', 'optimizer')}` at learning rate "
+        f"{val('train', 'lr')}, batch size {val('train', 'batch_size')}, for "
+        f"{val('train', 'epochs')} epochs. The grid varies {varies}, and each grid cell is "
+        f"trained with {res['seeds']} seeds, so that the effect of each setting on the weights "
+        "can be told apart from seed noise."
+    )
+
+
+def _sampled(res: dict) -> dict:
+    """The recipe's sampled keys and their distributions (``sample.params``), if any."""
+    sample = res.get("sample") or {}
+    return dict(sample.get("params") or {}) if sample.get("count") else {}
+
+
+def _varies_table(res: dict) -> str:
+    """Grid keys with their values and sampled keys with their distributions."""
+    rows = [[f"`{k}`", "grid", v] for k, v in res["grid"].items()]
+    sample = res.get("sample") or {}
+    for key, dist in _sampled(res).items():
+        (kind, args), *_ = dist.items()
+        rows.append([f"`{key}`", f"sampled ({sample['count']} draws, seed {sample.get('seed')})",
+                     f"{kind} {args}"])
+    if not rows:
+        return "Only the seed varies."
+    return _md_table(["recipe key", "how", "values"], rows)
+
+
+def _files_table(summary: list[ConfigSummary], folder: Path) -> str:
+    rows = []
+    for part in summary:
+        sizes = _file_bytes(folder, part.files)
+        for split, paths in part.files.items():
+            encodings = sorted({_weights_encoding(folder / p) for p in paths} - {None})
+            rows.append([f"`{part.name}`", split, part.counts[split], len(paths),
+                         _mb(sizes[split]), ", ".join(encodings)])
+    return _md_table(["config", "split", "rows", "files", "size", "weights encoding"], rows)
+
+
+def _weights_encoding(path: Path) -> str | None:
+    """How a Parquet file encodes its ``weights`` (``BYTE_STREAM_SPLIT`` or ``PLAIN``)."""
+    if not path.exists():
+        return None
+    meta = pq.ParquetFile(path).metadata
+    for i in range(meta.num_columns):
+        column = meta.row_group(0).column(i) if meta.num_row_groups else None
+        if column is not None and column.path_in_schema.startswith("weights."):
+            return "BYTE_STREAM_SPLIT" if "BYTE_STREAM_SPLIT" in column.encodings else "PLAIN"
+    return None
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.2f} MB" if n < 2**30 else f"{n / 2**30:.2f} GB"
+
+
+def _layout_table(layout) -> str:
+    rows = [[f"`{n}`", list(s), o] for n, s, o in
+            zip(layout.names, layout.shapes, layout.offsets, strict=True)]
+    return _md_table(["parameter", "shape", "offset"], rows)
+
+
+def _load_split(part: ConfigSummary) -> str:
+    return "train" if "train" in part.files else sorted(part.files)[0]
+
+
+def render_card(
+    recipe, summary: list[ConfigSummary], folder: Path, column_docs: dict[str, str] | None = None
+) -> str:
+    """Fill ``cards/dataset_card.md`` from the recipe, the built tables and the folder.
+
+    Args:
+        recipe: the zoo's :class:`~zoo.recipe.Recipe`.
+        summary: what :func:`zoo.stages.build.build_dataset` wrote, one
+            :class:`ConfigSummary` per config (its Parquet files already under ``folder``).
+        folder: the dataset folder; its ``images/*.png`` become the Figures section.
+        column_docs: column -> meaning, merged over the built-in descriptions.
+    Returns:
+        the card's text; ``huggingface_hub.DatasetCard`` has parsed its header.
+    """
+    folder = Path(folder)
+    values = {**_overview(recipe, summary, folder), **_sections(recipe, summary, folder)}
+    values["columns_table"] = _columns_table(summary[0].table, column_docs)
+    text = string.Template(TEMPLATE.read_text()).substitute(values)
+    text = re.sub(r"\n{3,}", "\n\n", text)  # sections left empty leave no gaps
+    check_card(text, [p.name for p in summary])
+    return text
+
+
+def _overview(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
+    """The header and the overview table's values."""
+    res = recipe.resolved
+    tables = [p.table for p in summary]
+    n_runs = len(set().union(*(set(t["run_id"].to_pylist()) for t in tables)))
+    status = Counter(s for t in tables for s in t["status"].to_pylist())
+    total = sum(sum(_file_bytes(folder, p.files).values()) for p in summary)
+    raw = sum(p.table.num_rows * p.layout.num_params * 4 for p in summary)
+    header = yaml_header(recipe, summary, folder)
+    return {
+        "yaml_header": yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(),
+        "pretty_name": recipe.name,
+        "description": res.get("description") or "",
+        "n_runs": n_runs,
+        "n_rows": sum(t.num_rows for t in tables),
+        "n_cells": max(1, n_runs // res["seeds"]),
+        "seeds": res["seeds"],
+        "epochs": ", ".join(map(str, sorted(set(tables[0]["epoch"].to_pylist())))),
+        "config_list": ", ".join(
+            f"`{p.name}` ({p.layout.num_params:,} parameters)" for p in summary
+        ),
+        "task": f"`{res['task']['name']}`",
+        "status_counts": ", ".join(f"{k}: {v}" for k, v in sorted(status.items())),
+        "size": f"{_mb(total)} of Parquet ({total / max(1, raw):.2f} × the raw float32 weights)",
+        "zoo_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+def _sections(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
+    """The values of the card's sections below the overview."""
+    res = recipe.resolved
+    first = summary[0]
+    fixed = {s: res[s] for s in ("task", "model", "init", "train", "checkpoints")}
+    return {
+        "trained": _trained(res),
+        "grid_table": _varies_table(res),
+        "fixed_yaml": yaml.safe_dump(fixed, sort_keys=False).strip(),
+        "counts": _counts(summary),
+        "figures": _figures(folder),
+        "load_snippet": load_snippet(first.name, _load_split(first)),
+        "layout_table": _layout_table(first.layout),
+        "split_fractions": ", ".join(f"{k} {v:g}" for k, v in res["output"]["splits"].items()),
+        "files_table": _files_table(summary, folder),
+        "parquet_limits": f"row groups of at most {ROW_GROUP_BYTES // 2**20} MB and files of at "
+        f"most {FILE_BYTES // 2**20} MB (uncompressed)",
+        "estimators": _estimators(res),
+        "citations": _citations(res),
+    }
+
+
+def check_card(text: str, configs: list[str]) -> DatasetCard:
+    """Parse a card as the Hub does (``huggingface_hub.DatasetCard``) and check that its header
+    names every config; raise :class:`BuildError` otherwise."""
+    try:
+        card = DatasetCard(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise BuildError(f"the dataset card's YAML header does not parse: {err}") from err
+    named = [c["config_name"] for c in card.data.to_dict().get("configs", [])]
+    if named != configs:
+        raise BuildError(f"the dataset card names configs {named}, the build wrote {configs}")
+    return card
