@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import torch
-from torch.nn import functional as F
 
 from zoo import streams
 from zoo.layout import Layout, unflatten
 from zoo.naming import canonical_json, checkpoint_id, step_checkpoint_id, tensor_name
 from zoo.nn.architectures import set_dropout_generator
 from zoo.nn.inits import init_model
+from zoo.nn.objectives import OBJECTIVES, Objective
 from zoo.nn.optim import PopulationOptimizer
 from zoo.nn.population import forward_population
 from zoo.recipe import RunConfig
@@ -49,22 +49,24 @@ class TrainResult:
     weights: dict[str, torch.Tensor] = field(default_factory=dict)  # checkpoint_id -> (P,)
     rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    metrics: tuple[str, ...] = ("loss", "acc")  # the objective's, reported per split
 
 
 @torch.no_grad()
-def evaluate(module, params, x, y, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and accuracy of every model on ``(x, y)``: two ``(M,)`` tensors."""
+def evaluate(
+    module, params, x, y, batch_size: int, objective: Objective = OBJECTIVES["classification"]
+) -> dict[str, torch.Tensor]:
+    """Every metric of ``objective`` for every model on ``(x, y)``: ``{metric: (M,)}`` means over
+    the scored targets (for classification: cross-entropy ``loss`` and accuracy ``acc``)."""
     m = next(iter(params.values())).shape[0]
-    loss_sum = torch.zeros(m, dtype=torch.float64, device=x.device)
-    correct = torch.zeros(m, dtype=torch.float64, device=x.device)
+    totals: dict[str, torch.Tensor] = {}
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size], y[i : i + batch_size]
-        logits = forward_population(module, params, xb.expand(m, *xb.shape))  # (M, B, C)
-        yy = yb.expand(m, -1)
-        ce = F.cross_entropy(logits.transpose(1, 2), yy, reduction="none")  # (M, B)
-        loss_sum += ce.double().sum(1)
-        correct += (logits.argmax(-1) == yy).double().sum(1)
-    return loss_sum / len(x), correct / len(x)
+        out = forward_population(module, params, xb.expand(m, *xb.shape))  # (M, B, …)
+        part = objective.sums(out, yb.expand(m, *yb.shape))
+        totals = {k: totals[k] + v for k, v in part.items()} if totals else part
+    count = totals.pop("count")
+    return {k: v / count for k, v in totals.items()}
 
 
 class PopulationTrainer:
@@ -87,6 +89,7 @@ class PopulationTrainer:
         self.batch, self.runs, self.device = batch, batch.runs, torch.device(device)
         first = self.runs[0]
         self.task = task or load_task(first.task)
+        self.objective = OBJECTIVES[self.task.objective]
         self.x_train = self.task.x_train.to(device, dtype)
         self.x_test = self.task.x_test.to(device, dtype)
         self.y_train, self.y_test = self.task.y_train.to(device), self.task.y_test.to(device)
@@ -134,10 +137,8 @@ class PopulationTrainer:
         x, y = self.x_train[idx], self.y_train[idx]  # (m, B, ...), (m, B)
         c0, c1 = self.bounds[k]
         gens = self.dropout[c0:c1] if self.dropout else None
-        logits = forward_population(self.module, leaves, x, dropout=gens)  # (m, B, C)
-        m, b, c = logits.shape
-        loss = F.cross_entropy(logits.reshape(m * b, c), y.reshape(-1), reduction="none")
-        loss = loss.view(m, b).mean(1)
+        out = forward_population(self.module, leaves, x, dropout=gens)  # (m, B, …)
+        loss = self.objective.loss(out, y)  # (m,)
         # the sum's gradient w.r.t. model i's weights is model i's own gradient
         grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
         bad = ~torch.isfinite(loss.detach()) & self.active[c0:c1]
@@ -167,8 +168,13 @@ class PopulationTrainer:
         mid-epoch at optimizer ``step`` (a ``checkpoints.steps`` checkpoint)."""
         params = self.params
         args = (self.module, params)
-        tr_loss, tr_acc = evaluate(*args, self.x_train, self.y_train, self.eval_batch_size)
-        te_loss, te_acc = evaluate(*args, self.x_test, self.y_test, self.eval_batch_size)
+        scores = {
+            split: evaluate(*args, x, y, self.eval_batch_size, self.objective)
+            for split, x, y in (
+                ("train", self.x_train, self.y_train),
+                ("test", self.x_test, self.y_test),
+            )
+        }
         flat = torch.cat([params[n].reshape(len(self.runs), -1) for n in self.layout.names], 1)
         for i, run in enumerate(self.runs):
             ckpt = (
@@ -190,17 +196,18 @@ class PopulationTrainer:
                     "step": self.step_count,
                     "status": "ok" if self.diverged_at[i] is None else "diverged",
                     "diverged_epoch": self.diverged_at[i],
-                    "train_loss": float(tr_loss[i]),
-                    "train_acc": float(tr_acc[i]),
-                    "test_loss": float(te_loss[i]),
-                    "test_acc": float(te_acc[i]),
+                    **{
+                        f"{split}_{metric}": float(values[i])
+                        for split, metrics in scores.items()
+                        for metric, values in metrics.items()
+                    },
                 }
             )
 
     def run(self, on_epoch: Callable[[int, int], None] | None = None) -> TrainResult:
         """Train to the last checkpoint epoch, snapshotting at each checkpoint epoch."""
         start = time.perf_counter()
-        result = TrainResult(self.layout)
+        result = TrainResult(self.layout, metrics=self.objective.metrics)
         epochs = self.runs[0].train["epochs"]
         wanted = set(self.runs[0].checkpoints)
         if 0 in wanted:
@@ -246,6 +253,7 @@ def train_one(
     equal: same init, same data order. Returns ``{checkpoint_id: state_dict}`` at each
     checkpoint epoch and mid-epoch step."""
     task = task or load_task(run.task)
+    objective = OBJECTIVES[task.objective]
     module, _ = init_model(run, task)
     set_dropout_generator(module, torch_generator(run.seed, streams.DROPOUT))
     module = module.to(dtype)
@@ -258,7 +266,7 @@ def train_one(
         order = data_order(run.seed, epoch, n)
         for s in range(steps_per_epoch(n, bs)):
             idx = order[s * bs : (s + 1) * bs]
-            loss = F.cross_entropy(module(x_train[idx]), task.y_train[idx])
+            loss = objective.module_loss(module(x_train[idx]), task.y_train[idx])
             frozen = frozen or not bool(torch.isfinite(loss))
             if not frozen:
                 opt.zero_grad()
@@ -281,26 +289,27 @@ def result_table(batch: PopulationBatch, result: TrainResult) -> pa.Table:
     """Metrics rows of a trained batch, with each run's resolved config as JSON."""
     configs = {r.run_id: canonical_json(r.to_dict()) for r in batch.runs}
     rows = [dict(row, run_config=configs[row["run_id"]]) for row in result.rows]
-    return pa.Table.from_pylist(rows, schema=TRAIN_SCHEMA)
+    return pa.Table.from_pylist(rows, schema=train_schema(result.metrics))
 
 
-TRAIN_SCHEMA = pa.schema(
-    [
-        ("checkpoint_id", pa.string()),
-        ("run_id", pa.string()),
-        ("cell_id", pa.string()),
-        ("batch_id", pa.string()),
-        ("epoch", pa.int32()),
-        ("step", pa.int64()),
-        ("status", pa.string()),
-        ("diverged_epoch", pa.int32()),
-        ("train_loss", pa.float64()),
-        ("train_acc", pa.float64()),
-        ("test_loss", pa.float64()),
-        ("test_acc", pa.float64()),
-        ("run_config", pa.string()),
-    ]
-)
+def train_schema(metrics: tuple[str, ...] = ("loss", "acc")) -> pa.Schema:
+    """The columns of a train shard: ids, status, ``train_<metric>`` and ``test_<metric>`` for
+    each metric of the task's objective, and the run's config."""
+    scores = [(f"{split}_{m}", pa.float64()) for split in ("train", "test") for m in metrics]
+    return pa.schema(
+        [
+            ("checkpoint_id", pa.string()),
+            ("run_id", pa.string()),
+            ("cell_id", pa.string()),
+            ("batch_id", pa.string()),
+            ("epoch", pa.int32()),
+            ("step", pa.int64()),
+            ("status", pa.string()),
+            ("diverged_epoch", pa.int32()),
+            *scores,
+            ("run_config", pa.string()),
+        ]
+    )
 
 
 def write_train_shards(out_dir, batch: PopulationBatch, result: TrainResult) -> list[ShardRecord]:

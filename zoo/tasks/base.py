@@ -18,6 +18,7 @@ import torch
 
 from zoo import streams
 from zoo.errors import TaskError
+from zoo.nn.objectives import IGNORE
 from zoo.streams import numpy_rng
 
 
@@ -35,6 +36,8 @@ class Task:
         x_test: ``(N_test, *input_shape)`` float32, contiguous.
         y_test: ``(N_test,)`` int64 in ``[0, n_classes)``.
         n_classes: number of classes.
+        objective: the :data:`zoo.nn.objectives.OBJECTIVES` entry models of this task are
+            trained and evaluated with.
     """
 
     name: str
@@ -43,6 +46,7 @@ class Task:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    objective: str = "classification"
 
     def __post_init__(self) -> None:
         _check_split(self.name, "train", self.x_train, self.y_train, self.n_classes)
@@ -70,11 +74,15 @@ def _check_split(name: str, split: str, x: torch.Tensor, y: torch.Tensor, n_clas
     where = f"{name}: {split} split"
     if x.dtype != torch.float32 or x.ndim < 2 or not x.is_contiguous():
         raise TaskError(f"{where}: x must be contiguous float32 (N, ...), got {x.dtype} {x.shape}")
-    if y.dtype != torch.int64 or y.ndim != 1 or len(y) != len(x):
-        raise TaskError(f"{where}: y must be int64 ({len(x)},), got {y.dtype} {tuple(y.shape)}")
+    if y.dtype != torch.int64 or y.ndim not in (1, 2) or len(y) != len(x):
+        raise TaskError(
+            f"{where}: y must be int64 ({len(x)},), or ({len(x)}, T) for sequences, got "
+            f"{y.dtype} {tuple(y.shape)}"
+        )
     if len(y) == 0:
         raise TaskError(f"{where}: no samples; check the split name and the n_* settings")
-    if int(y.min()) < 0 or int(y.max()) >= n_classes:
+    scored = y[y != IGNORE]  # sequence positions that are not scored hold IGNORE
+    if len(scored) == 0 or int(scored.min()) < 0 or int(scored.max()) >= n_classes:
         raise TaskError(
             f"{where}: labels span [{int(y.min())}, {int(y.max())}] but n_classes={n_classes}; "
             "labels must be integers in [0, n_classes)"

@@ -1,0 +1,77 @@
+"""Objectives: what a population minimizes and what its checkpoints report, per model.
+
+A task names its objective (``Task.objective``); the trainer, the per-model reference loop and
+the evaluation all go through it, so a new kind of zoo (regression on per-model targets,
+sequences) adds an objective here rather than a branch in the trainer.
+
+Every method takes population outputs ``(M, B, …)`` and targets ``(M, B, …)`` and reduces over
+everything but the model axis: model m's loss never depends on model m'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import torch
+from torch.nn import functional as F
+
+IGNORE = -100  # a target position that is not scored (sequence tasks score the answer tokens)
+
+
+class Objective(Protocol):
+    """What the trainer needs of an objective (see :class:`CrossEntropy`)."""
+
+    name: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]  # reported as train_<metric>, test_<metric> columns
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    def sums(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+    def module_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class CrossEntropy:
+    """Classification: ``y`` holds class indices, one per example ``(M, B)`` or one per position
+    ``(M, B, T)`` (:data:`IGNORE` where a position is not scored); outputs hold logits with
+    the classes last. Reports the mean cross-entropy ``loss`` and the accuracy ``acc`` over the
+    scored targets."""
+
+    name: ClassVar[str] = "classification"
+    metrics: ClassVar[tuple[str, ...]] = ("loss", "acc")
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``(M,)`` mean loss of each model over its scored targets (what training minimizes)."""
+        m, c = out.shape[0], out.shape[-1]
+        ce = F.cross_entropy(out.reshape(-1, c), y.reshape(-1), reduction="none").view(m, -1)
+        if y.dim() == 2:  # one target per example: all scored
+            return ce.mean(1)
+        scored = (y != IGNORE).reshape(m, -1)
+        return ce.sum(1) / scored.sum(1).clamp_min(1)
+
+    def sums(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per model: float64 sums of each metric over the scored targets, and their ``count``."""
+        m = out.shape[0]
+        if y.dim() == 2:  # (M, B, C): the classes as the second axis, as F.cross_entropy wants
+            ce = F.cross_entropy(out.transpose(1, 2), y, reduction="none")  # (M, B)
+            scored = torch.ones_like(y, dtype=torch.bool)
+        else:
+            c = out.shape[-1]
+            ce = F.cross_entropy(out.reshape(-1, c), y.reshape(-1), reduction="none").view(m, -1)
+            y, out = y.reshape(m, -1), out.reshape(m, -1, c)
+            scored = y != IGNORE
+        hits = (out.argmax(-1) == y) & scored
+        return {
+            "loss": ce.double().sum(1),
+            "acc": hits.double().sum(1),
+            "count": scored.double().sum(1),
+        }
+
+    def module_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The scalar loss of one plain module's outputs (the per-model reference loop)."""
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+
+
+OBJECTIVES: dict[str, Objective] = {CrossEntropy.name: CrossEntropy()}
