@@ -1,0 +1,9 @@
+"""The build stage: the store -> a Hugging Face dataset folder (Parquet, layout.json, card).
+
+``collect`` gathers the rows, ``parquet`` types and writes them, ``plot`` draws the figures,
+``card`` writes the dataset card, ``dataset`` runs those steps (:func:`build_dataset`).
+"""
+
+from zoo.stages.build.dataset import build_dataset
+
+__all__ = ["build_dataset"]
