@@ -78,7 +78,7 @@ def _train(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=N
     """Train with a progress bar and a JSON event log (see :func:`_stage`)."""
     from zoo.stages.plan import plan
 
-    batches = plan(recipe).batches
+    batches = plan(recipe, _pipeline().stored_checkpoints(recipe)).batches
     return _stage("train", batches, _pipeline().train, recipe, options, quiet, json_log)
 
 
@@ -217,7 +217,8 @@ def plan(recipe: RecipeArg, set: SetOpt = None, scale: ScaleOpt = False):
 
     rec = _load(recipe, set, scale)
     try:
-        p = plan_recipe(rec)
+        stored = _pipeline().stored_checkpoints(rec)
+        p = plan_recipe(rec, stored)
         params, memory = p.num_params(), p.memory_bytes()
         device = resolve_device(rec.execution.get("device") or "auto")
         seconds = p.estimated_seconds(device)
@@ -252,6 +253,12 @@ def plan(recipe: RecipeArg, set: SetOpt = None, scale: ScaleOpt = False):
         )
     Console().print(table)
     workers = max(1, rec.execution.get("workers") or 1)
+    if stored:
+        todo = sum(len(b.runs) for b in p.batches)
+        Console().print(
+            f"{rec.out_dir} holds {len(stored)} checkpoints already: {todo} of {len(p.runs)} "
+            "runs have checkpoints to train (the batches and estimates below are what is left)"
+        )
     Console().print(
         f"{len(p.runs)} runs in {len(p.batches)} population batches, {p.checkpoints} checkpoints; "
         f"estimated storage {p.storage_bytes() / 2**20:.1f} MiB, peak memory per batch "

@@ -117,10 +117,8 @@ class StageBar:
             self.skipped = s["batches_skipped"]
             if s["dashboard"]:
                 self.console.print(f"Dask dashboard: {s['dashboard']}")
-            if self.skipped:
-                self.console.print(
-                    f"{self.skipped} of {s['batches']} batches already done: resuming"
-                )
+            if s["models_skipped"]:
+                self.console.print(f"{s['models_skipped']} runs already stored: resuming")
         elif s["event"] == "failed":
             runs = ", ".join(s["run_ids"][:4]) + (" …" if len(s["run_ids"]) > 4 else "")
             last = escape(s["error"].splitlines()[-1])

@@ -32,12 +32,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class RunSummary:
-    """What a stage did: batches run, skipped (already done) and failed."""
+    """What a stage did: batches run, skipped (already done) and failed, and how many runs the
+    store held already (planning left them out)."""
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # batch_id -> error text
     failed_runs: dict[str, list[str]] = field(default_factory=dict)  # batch_id -> run ids
+    stored_runs: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class StageStart:
     stage: str
     batches: int  # in the plan
     skipped: int  # already in the manifest
-    skipped_runs: int  # runs of those batches
+    skipped_runs: int  # runs of those batches, and runs the store held before planning
     dashboard: str | None  # the Dask dashboard's address, when one is served
 
 
@@ -119,9 +121,17 @@ def execute(task_fn: TaskFn, batch: dict, out_dir: str, options: dict) -> list[d
 
 
 def run_stage(
-    stage: str, batches: list, task_fn: TaskFn, out_dir: str | Path, options: ExecOptions,
-    progress: Progress | None = None, *, client=None,
-    on_start: Callable[[StageStart], None] | None = None, done_exts: tuple = SHARD_EXTS,
+    stage: str,
+    batches: list,
+    task_fn: TaskFn,
+    out_dir: str | Path,
+    options: ExecOptions,
+    progress: Progress | None = None,
+    *,
+    client=None,
+    on_start: Callable[[StageStart], None] | None = None,
+    done_exts: tuple = SHARD_EXTS,
+    stored_runs: int = 0,
 ) -> RunSummary:
     """Run ``task_fn`` on every batch whose ``stage`` shards the manifest does not hold yet;
     append the receipts as batches finish.
@@ -136,6 +146,7 @@ def run_stage(
         client: a Dask client to reuse (e.g. one cluster for several stages).
         on_start: called once with a :class:`StageStart` when the workers are reachable.
         done_exts: the shard kinds a finished batch of this stage has in the manifest.
+        stored_runs: runs the plan left out because the store holds them (for the report).
     Returns:
         a :class:`RunSummary`; failures are collected, never raised, so other batches go on.
         SIGTERM is turned into ``KeyboardInterrupt``: running tasks are cancelled and the
@@ -144,13 +155,15 @@ def run_stage(
     out = _task_location(out_dir, options, client)
     manifest = Manifest(out)
     done = manifest.done_batch_ids(stage, done_exts)
-    summary = RunSummary(skipped=[b.batch_id for b in batches if b.batch_id in done])
+    summary = RunSummary(
+        skipped=[b.batch_id for b in batches if b.batch_id in done], stored_runs=stored_runs
+    )
     todo = [b for b in batches if b.batch_id not in done]
     finish = _finisher(manifest, summary, progress)
 
     def started(c) -> None:
         if on_start:
-            runs = sum(len(b.runs) for b in batches if b.batch_id in done)
+            runs = stored_runs + sum(len(b.runs) for b in batches if b.batch_id in done)
             link = c and dashboard_link(c)
             on_start(StageStart(stage, len(batches), len(summary.skipped), runs, link))
 

@@ -114,7 +114,11 @@ class PopulationTrainer:
         self.active = torch.ones(len(self.runs), dtype=torch.bool, device=self.device)
         self.diverged_at: list[int | None] = [None] * len(self.runs)
         self.step_count = 0
-        self.step_checkpoints = step_schedule(first, len(self.x_train))
+        # what to save: every checkpoint, or (a grown recipe) those the store lacks
+        self.save = None if batch.save is None else set(batch.save)
+        self.epochs_to_save = self._to_save(first.checkpoints, checkpoint_id)
+        steps = step_schedule(first, len(self.x_train))
+        self.step_checkpoints = self._to_save(steps, step_checkpoint_id)
         # each model's dropout masks come from its own stream, at its own rate (None: no layers)
         self.dropout = (
             [
@@ -124,6 +128,12 @@ class PopulationTrainer:
             if "dropout" in first.model
             else None
         )
+
+    def _to_save(self, points, ident) -> set[int]:
+        """The epochs (or steps) at which some model has a checkpoint to save."""
+        if self.save is None:
+            return set(points)
+        return {p for p in points if any(ident(r.run_id, p) in self.save for r in self.runs)}
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
@@ -185,6 +195,8 @@ class PopulationTrainer:
             finite = bool(torch.isfinite(flat[i]).all())
             if not finite and self.diverged_at[i] is None:
                 self.diverged_at[i], self.active[i] = epoch, False
+            if self.save is not None and ckpt not in self.save:
+                continue  # the store holds it already
             result.weights[ckpt] = flat[i].cpu().clone()  # the store casts to float32
             result.rows.append(
                 {
@@ -205,14 +217,17 @@ class PopulationTrainer:
             )
 
     def run(self, on_epoch: Callable[[int, int], None] | None = None) -> TrainResult:
-        """Train to the last checkpoint epoch, snapshotting at each checkpoint epoch."""
+        """Train to the last epoch with a checkpoint to save, snapshotting at each such epoch
+        (and at the mid-epoch steps to save)."""
         start = time.perf_counter()
         result = TrainResult(self.layout, metrics=self.objective.metrics)
         epochs = self.runs[0].train["epochs"]
-        wanted = set(self.runs[0].checkpoints)
+        wanted = self.epochs_to_save
+        per_epoch = steps_per_epoch(len(self.x_train), self.runs[0].train["batch_size"])
+        last = max([*wanted, *(-(-s // per_epoch) for s in self.step_checkpoints)], default=0)
         if 0 in wanted:
             self.snapshot(0, result)
-        for epoch in range(1, max(wanted) + 1 if wanted else epochs + 1):
+        for epoch in range(1, last + 1):
             self.train_epoch(epoch, result)
             if epoch in wanted:
                 self.snapshot(epoch, result)

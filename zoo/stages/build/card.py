@@ -26,8 +26,9 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from zoo import SCHEMA_VERSION, __version__
 from zoo.errors import BuildError
 from zoo.layout import Layout
-from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource, split_of
+from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource
 from zoo.stages.build.parquet import FILE_BYTES, ROW_GROUP_BYTES
+from zoo.store.fs import file_size, list_files, open_file
 
 TEMPLATE = resource("cards", "dataset_card.md")
 TAGS = ["weight-space-learning", "model-zoo", "neural-network-weights", "zoo"]
@@ -76,21 +77,43 @@ METRIC_CITATIONS = {
 
 @dataclass(frozen=True)
 class ConfigSummary:
-    """What the build wrote for one config: what the card describes.
+    """What the build wrote for one config: what the card describes, read from the files.
 
     Attributes:
         name: the config name.
         layout: its weight space.
-        table: every row, in the written order (``weights`` included).
+        schema: every column (``weights`` included).
+        table: every row, every column but ``weights``.
         files: split -> Parquet paths relative to the dataset folder.
         counts: split -> rows.
+        num_bytes: split -> uncompressed bytes of its rows (the Parquet files' metadata).
     """
 
     name: str
     layout: Layout
+    schema: pa.Schema
     table: pa.Table
     files: dict[str, list[str]]
     counts: dict[str, int]
+    num_bytes: dict[str, int]
+
+
+def summarize(plan, files: dict[str, list[str]], folder: Path) -> ConfigSummary:
+    """A config's summary from its Parquet files: their row counts and sizes (metadata) and
+    every column but the weights (a projection: the weights are not read)."""
+    columns = [n for n in plan.schema.names if n != "weights"]
+    tables, counts, num_bytes = [], {}, {}
+    for split, paths in files.items():
+        for rel in paths:
+            with open_file(Path(folder) / rel) as f:
+                parquet = pq.ParquetFile(f)
+                meta = parquet.metadata
+                tables.append(parquet.read(columns=columns))
+            counts[split] = counts.get(split, 0) + meta.num_rows
+            size = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+            num_bytes[split] = num_bytes.get(split, 0) + size
+    table = pa.concat_tables(tables)
+    return ConfigSummary(plan.name, plan.layout, plan.schema, table, files, counts, num_bytes)
 
 
 def yaml_header(recipe, summary: list[ConfigSummary], folder: Path | None = None) -> dict:
@@ -131,18 +154,10 @@ def _features_first(info: dict) -> dict:
 
 
 def _dataset_info(recipe, part: ConfigSummary, folder: Path | None) -> datasets.DatasetInfo:
-    table = part.table
-    features = datasets.Features.from_arrow_schema(table.schema)
-    fractions = recipe.resolved["output"]["splits"]
-    by_split = [split_of(r, fractions) for r in table["run_id"].to_pylist()]
-    has_weights = "weights" in table.column_names
-    meta = table.drop_columns(["weights"]) if has_weights else table  # cheap to filter
-    row_weight_bytes = table["weights"].nbytes // max(1, table.num_rows) if has_weights else 0
+    features = datasets.Features.from_arrow_schema(part.schema)
     splits = datasets.SplitDict()
     for split in sorted(part.files):
-        mask = [s == split for s in by_split]
-        n = part.counts[split]
-        num_bytes = meta.filter(mask).nbytes + n * row_weight_bytes
+        n, num_bytes = part.counts[split], part.num_bytes[split]
         splits.add(datasets.SplitInfo(name=split, num_bytes=num_bytes, num_examples=n))
     info = datasets.DatasetInfo(features=features, config_name=part.name, splits=splits)
     info.dataset_size = sum(s.num_bytes for s in splits.values())
@@ -152,11 +167,11 @@ def _dataset_info(recipe, part: ConfigSummary, folder: Path | None) -> datasets.
 
 
 def _file_bytes(folder: Path, files: dict[str, list[str]]) -> dict[str, int]:
-    """Bytes on disk of each split's Parquet files (0 where not written yet)."""
-    sizes = {}
-    for split, paths in files.items():
-        sizes[split] = sum((folder / p).stat().st_size for p in paths if (folder / p).exists())
-    return sizes
+    """Bytes in the store of each split's Parquet files (0 where not written yet)."""
+    return {
+        split: sum(file_size(Path(folder) / p) or 0 for p in paths)
+        for split, paths in files.items()
+    }
 
 
 SIZE_CATEGORIES = [
@@ -188,10 +203,10 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _columns_table(table, column_docs: dict[str, str] | None = None) -> str:
+def _columns_table(schema: pa.Schema, column_docs: dict[str, str] | None = None) -> str:
     docs = {**COLUMN_DOCS, **(column_docs or {})}
     rows = []
-    for field in table.schema:
+    for field in schema:
         doc = docs.get(field.name, "")
         if "__" in field.name and field.name not in (column_docs or {}):
             section, key = field.name.split("__", 1)
@@ -235,10 +250,10 @@ def _counts(summary: list[ConfigSummary]) -> str:
 
 
 def _figures(folder: Path) -> str:
-    images = sorted((folder / IMAGES_DIR).glob("*.png"))
+    images = [p for p in list_files(Path(folder) / IMAGES_DIR) if p.endswith(".png")]
     if not images:
         return ""
-    links = "\n\n".join(f"![{p.stem}]({IMAGES_DIR}/{p.name})" for p in images)
+    links = "\n\n".join(f"![{p.removesuffix('.png')}]({IMAGES_DIR}/{p})" for p in images)
     return "## Figures\n\n" + links
 
 
@@ -339,9 +354,10 @@ def _files_table(summary: list[ConfigSummary], folder: Path) -> str:
 
 def _weights_encoding(path: Path) -> str | None:
     """How a Parquet file encodes its ``weights`` (``BYTE_STREAM_SPLIT`` or ``PLAIN``)."""
-    if not path.exists():
+    if file_size(path) is None:
         return None
-    meta = pq.ParquetFile(path).metadata
+    with open_file(path) as f:
+        meta = pq.ParquetFile(f).metadata
     for i in range(meta.num_columns):
         column = meta.row_group(0).column(i) if meta.num_row_groups else None
         if column is not None and column.path_in_schema.startswith("weights."):
@@ -381,7 +397,7 @@ def render_card(
     """
     folder = Path(folder)
     values = {**_overview(recipe, summary, folder), **_sections(recipe, summary, folder)}
-    values["columns_table"] = _columns_table(summary[0].table, column_docs)
+    values["columns_table"] = _columns_table(summary[0].schema, column_docs)
     text = string.Template(TEMPLATE.read_text()).substitute(values)
     text = re.sub(r"\n{3,}", "\n\n", text)  # sections left empty leave no gaps
     check_card(text, [p.name for p in summary])
