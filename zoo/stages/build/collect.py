@@ -252,10 +252,10 @@ def _loader_safe(kind: pa.DataType, values: list, nullable: bool) -> pa.DataType
 
 
 def landscape_columns(rows: list[dict]) -> dict[str, pa.DataType]:
-    """Types of the landscape and phase columns: numbers as float64 and text as string (null
-    where a checkpoint was not annotated: NaN and None in the torch format), flags as int8 (1/0,
-    null: a null boolean would stop the default DataLoader collate), lists of numbers as
-    fixed-length float64 lists (NaN-filled: a null list would stop the torch format)."""
+    """Types of the landscape and phase columns: numbers as float64 (null where a checkpoint was
+    not annotated: NaN in the torch format), text as string ("" there), flags as int8 (1/0, null:
+    a null boolean would stop the default DataLoader collate), lists of numbers as fixed-length
+    float64 lists (NaN-filled: a null list would stop the torch format)."""
     out: dict[str, pa.DataType] = {}
     for row in rows:
         for key, value in row.items():

@@ -172,9 +172,10 @@ def _metadata(data: bytes) -> dict:
 
 
 def _array(values: list, kind: pa.DataType) -> pa.Array:
-    """A column; booleans stored as int8 are 1/0, fixed-length lists are NaN-filled where
-    absent (a null list would stop the torch format and the default collate; a null number or
-    text reads as NaN or None there, so it stays null)."""
+    """A column as every ``datasets`` format and the default DataLoader collate read it:
+    booleans stored as int8 are 1/0 (null: NaN in torch), fixed-length lists are NaN-filled and
+    text is "" where absent (a null list, or a batch whose first text is null, stops them); a
+    null number stays null (NaN in torch)."""
     if pa.types.is_fixed_size_list(kind):
         n = kind.list_size
         filled = [v if v is not None else [math.nan] * n for v in values]
@@ -182,6 +183,8 @@ def _array(values: list, kind: pa.DataType) -> pa.Array:
         return pa.FixedSizeListArray.from_arrays(pa.array(flat, kind.value_type), n)
     if pa.types.is_int8(kind):
         values = [None if v is None else int(v) for v in values]
+    elif pa.types.is_string(kind):
+        values = ["" if v is None else v for v in values]
     return pa.array(values, type=kind)
 
 
