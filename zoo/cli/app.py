@@ -41,6 +41,7 @@ from zoo.cli.options import (
 from zoo.cli.progress import JsonLog, StageBar, StageLog
 from zoo.cli.tools import register
 from zoo.dist.options import ExecOptions, resolve_device
+from zoo.dist.run import RunSummary
 from zoo.errors import ZooError
 from zoo.naming import DATASET_DIR, LAYOUT_FILE, PLOTS_DIR, RECIPE_FILE
 from zoo.recipe import Recipe, load_recipe
@@ -68,10 +69,17 @@ def _pipeline():
     return pipeline
 
 
-def build_dataset(recipe: Recipe, out) -> Path:
-    from zoo.stages.build import build_dataset
+def _build(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None) -> Path:
+    """Build the dataset folder with a progress bar over its parts (see :func:`_stage`)."""
+    from zoo.stages.build import parts_to_write, plan_build
 
-    return build_dataset(recipe, out)
+    plan = plan_build(recipe, recipe.out_dir)
+
+    def build(recipe, options, log, batches, on_start) -> Path:
+        return _pipeline().build(recipe, options, log, plan=plan, on_start=on_start)
+
+    parts = parts_to_write(plan, recipe.out_dir)
+    return _stage("build", parts, build, recipe, options, quiet, json_log)
 
 
 def _train(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
@@ -100,9 +108,9 @@ def _stage(
     quiet: bool = False,
     json_log=None,
 ):
-    """Run one stage (``fn``: pipeline.train or pipeline.landscape) with a progress bar (unless
+    """Run one stage (``fn``: pipeline.train, .landscape or .build) with a progress bar (unless
     quiet; failures are summarized at the end either way) and a JSON event log; Ctrl-C or
-    SIGTERM stops the workers and exits with 130."""
+    SIGTERM stops the workers and exits with 130. Returns what ``fn`` returns."""
     log = StageLog(stage, batches)
     with contextlib.ExitStack() as stack:
         if json_log is not None:
@@ -119,7 +127,7 @@ def _stage(
                 "are saved: run the same command again to do the rest"
             )
             raise typer.Exit(code=130) from None
-        log.end(summary)
+        log.end(summary if isinstance(summary, RunSummary) else None)
     return summary
 
 
@@ -153,7 +161,7 @@ def run(
         _pipeline().raise_for_failures(summary, rec)
         if rec.resolved["landscape"]["metrics"]:
             _landscape(rec, opts, quiet, json_log)
-        folder = build_dataset(rec, rec.out_dir)
+        folder = _build(rec, opts, quiet, json_log)
     except ZooError as err:
         _fail(err)
     if not is_remote(rec.out_dir):  # the summary table reads the folder with `datasets`
@@ -193,14 +201,23 @@ def train(
 
 
 @app.command()
-def build(out: OutArg):
+def build(
+    out: OutArg,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    quiet: QuietOpt = False,
+    json_log: JsonLogOpt = None,
+):
     """Build the dataset folder OUT/dataset from the store (README card, Parquet, layout.json).
 
-    Example: zoo build out/quickstart
+    One part per train batch, written as Dask tasks (--workers, --scheduler as for `zoo run`);
+    a part whose shards, landscape rows and splits did not change since the last build keeps
+    its files. Every shard's sha256 is checked as it is read.
+    Example: zoo build out/quickstart --workers 2
     """
     try:
         rec = load_recipe(out / RECIPE_FILE, [f"output.dir={out}"])
-        folder = build_dataset(rec, out)
+        folder = _build(rec, _options(rec, workers, scheduler, None), quiet, json_log)
     except ZooError as err:
         _fail(err)
     console.print(f"built {folder}")
@@ -374,8 +391,9 @@ def landscape(
         if not rec.resolved["landscape"]["metrics"]:
             example = "landscape: {metrics: [hessian, weights, cka, barrier, phase]}"
             raise ZooError(f"{out}/recipe.yaml has no landscape.metrics; add e.g. `{example}`")
-        _landscape(rec, _options(rec, workers, scheduler, device))
-        folder = build_dataset(rec, out)
+        opts = _options(rec, workers, scheduler, device)
+        _landscape(rec, opts)
+        folder = _build(rec, opts)
     except ZooError as err:
         _fail(err)
     console.print(f"annotated and rebuilt {folder}")

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zoo.dist.run import run_ids
+
 if TYPE_CHECKING:
     from zoo.dist.run import RunSummary, StageStart
 
@@ -63,7 +65,7 @@ class StageLog:
             self.emit("done", batch_id=batch.batch_id)
         else:
             self.failed, self.models_failed = self.failed + 1, self.models_failed + len(batch.runs)
-            runs = [r.run_id for r in batch.runs]
+            runs = run_ids(batch)
             self.emit("failed", batch_id=batch.batch_id, run_ids=runs, error=error)
 
     def end(self, summary: RunSummary | None, interrupted: bool = False) -> None:

@@ -15,7 +15,9 @@ from zoo.dist.run import Progress, RunSummary, run_stage
 from zoo.errors import DistError
 from zoo.naming import RECIPE_FILE
 from zoo.recipe import Recipe, expand_recipe
-from zoo.stages.build import build_dataset
+from zoo.stages.build import finish_build, parts_to_write, plan_build
+from zoo.stages.build.collect import BuildPlan
+from zoo.stages.build.parquet import STAGE, build_part
 from zoo.stages.landscape import LandscapeBatch, landscape_task, plan_landscape_batches
 from zoo.stages.plan import PopulationBatch, plan
 from zoo.stages.train import train_task
@@ -75,7 +77,27 @@ def run(
     raise_for_failures(summary, recipe)
     if recipe.resolved["landscape"]["metrics"]:
         raise_for_failures(landscape(recipe, options, progress), recipe, stage="landscape")
-    return build_dataset(recipe, recipe.out_dir)
+    return build(recipe, options, progress)
+
+
+def build(
+    recipe: Recipe,
+    options: ExecOptions,
+    progress: Progress | None = None,
+    plan: BuildPlan | None = None,
+    **kwargs,
+) -> Path:
+    """Build the dataset folder, writing its parts as tasks where ``options`` say (in this
+    process for ``workers=0``, else on a Dask cluster, like training); only parts whose inputs
+    changed are written. ``plan``: the build plan, when the caller has it already; ``kwargs``
+    go to :func:`zoo.dist.run.run_stage` (``client``, ``on_start``)."""
+    plan = plan or plan_build(recipe, recipe.out_dir)
+    parts = parts_to_write(plan, recipe.out_dir)
+    summary = run_stage(
+        STAGE, parts, build_part, recipe.out_dir, options, progress, done_exts=(), **kwargs
+    )
+    raise_for_failures(summary, recipe, stage="build")
+    return finish_build(recipe, recipe.out_dir, plan)
 
 
 def landscape(

@@ -183,6 +183,11 @@ def run_stage(
     return summary
 
 
+def run_ids(batch) -> list[str]:
+    """The run ids of a stage's batch (its ``runs`` hold run configs or run ids)."""
+    return [getattr(r, "run_id", r) for r in batch.runs]
+
+
 def _in_process(options: ExecOptions) -> bool:
     return options.workers == 0 and not options.scheduler and options.cluster == "local"
 
@@ -209,7 +214,7 @@ def _finisher(manifest: Manifest, summary: RunSummary, progress: Progress | None
             summary.done.append(batch.batch_id)
         else:
             summary.failed[batch.batch_id] = error
-            summary.failed_runs[batch.batch_id] = [r.run_id for r in batch.runs]
+            summary.failed_runs[batch.batch_id] = run_ids(batch)
         if progress:
             progress("done" if error is None else "failed", batch, error)
 

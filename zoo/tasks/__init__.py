@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from zoo.errors import TaskError
 from zoo.naming import canonical_json
+from zoo.tasks import digits, hf, idx, modular, teacher_student
 from zoo.tasks.base import Task, make_task
 from zoo.tasks.digits import load_digits_task
 from zoo.tasks.hf import load_hf
@@ -26,7 +27,7 @@ from zoo.tasks.idx import load_fashion_mnist
 from zoo.tasks.modular import load_modular
 from zoo.tasks.teacher_student import load_teacher_student
 
-__all__ = ["TASKS", "Task", "clear_task_cache", "load_task", "make_task"]
+__all__ = ["TASKS", "Task", "clear_task_cache", "describe_task", "load_task", "make_task"]
 
 _CACHE_SIZE = 8
 _CACHE_LOCK = threading.Lock()
@@ -78,3 +79,18 @@ def load_task(cfg: dict) -> Task:
 def clear_task_cache() -> None:
     """Forget every cached Task (e.g. in tests, or to free memory after a population)."""
     _load_cached.cache_clear()
+
+
+DESCRIPTIONS: dict[str, Callable[[dict], str]] = {
+    "digits": digits.describe,
+    "fashion_mnist": idx.describe,
+    "teacher_student": teacher_student.describe,
+    "modular": modular.describe,
+    "hf": hf.describe,
+}
+
+
+def describe_task(cfg: dict) -> str:
+    """How a task config's data is made, in words a consumer can reimplement: preprocessing,
+    how the test set and the training subset are drawn (the card's "Data" section)."""
+    return DESCRIPTIONS[cfg["name"]](cfg)

@@ -173,3 +173,19 @@ def load_fashion_mnist(cfg: dict) -> Task:
         where=f"{where}: task.n_test",
     )
     return make_task(where, _idx_pixels(x_train), y_train, _idx_pixels(x_test), y_test, n_classes)
+
+
+def describe(cfg: dict) -> str:
+    """The data pipeline in words a consumer can reimplement (the dataset card quotes it)."""
+    subsets = [
+        f"`n_{split}` = {cfg[f'n_{split}']} rows of the {split} images, those at "
+        f"`sorted(rng.permutation(N)[:n])` with `rng = numpy.random.default_rng("
+        f"numpy.random.SeedSequence([split_seed, {stream}]))`, in their order"
+        for split, stream in (("train", streams.SUBSET_TRAIN), ("test", streams.SUBSET_TEST))
+        if cfg.get(f"n_{split}")
+    ]
+    return (
+        "Fashion-MNIST in its idx files (60,000 training and 10,000 test images, 28×28, 10 "
+        "classes; the order of the files): pixels divided by 255 into [0, 1], shape (1, 28, 28), "
+        "float32. " + ("Subsets: " + "; ".join(subsets) + "." if subsets else "All images.")
+    )

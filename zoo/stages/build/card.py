@@ -28,13 +28,15 @@ from zoo.errors import BuildError
 from zoo.layout import Layout
 from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource
 from zoo.stages.build.parquet import FILE_BYTES, ROW_GROUP_BYTES
+from zoo.stages.landscape.phases import describe_rule
 from zoo.store.fs import file_size, list_files, open_file
+from zoo.tasks import describe_task
 
 TEMPLATE = resource("cards", "dataset_card.md")
 TAGS = ["weight-space-learning", "model-zoo", "neural-network-weights", "zoo"]
 
 COLUMN_DOCS = {
-    "checkpoint_id": "`<run_id>-e<epoch>` (mid-epoch: `<run_id>-s<step>`): one row per checkpoint",
+    "checkpoint_id": "`<run_id>-e<epoch:04d>` (mid-epoch: `<run_id>-s<step:07d>`), one row each",
     "run_id": "16 hex of sha256 over the run's resolved config (seed included)",
     "cell_id": "hash of the config without the seed: runs of one grid cell share it",
     "epoch": "training epochs done when the checkpoint was taken (0 = initialization)",
@@ -445,14 +447,85 @@ def _sections(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
         "counts": _counts(summary),
         "figures": _figures(folder),
         "load_snippet": load_snippet(first.name, _load_split(first)),
-        "layout_table": _layout_table(first.layout),
-        "split_fractions": ", ".join(f"{k} {v:g}" for k, v in res["output"]["splits"].items()),
+        "layout_tables": "\n\n".join(f"`{c.name}`:\n\n{_layout_table(c.layout)}" for c in summary),
+        "data_text": data_text(recipe),
+        "split_text": split_text(res),
         "files_table": _files_table(summary, folder),
         "parquet_limits": f"row groups of at most {ROW_GROUP_BYTES // 2**20} MB and files of at "
         f"most {FILE_BYTES // 2**20} MB (uncompressed)",
         "estimators": _estimators(res),
         "citations": _citations(res),
     }
+
+
+def data_text(recipe) -> str:
+    """How every number of a row was computed, in words a consumer can reimplement."""
+    res = recipe.resolved
+    varied = sorted(k for k in [*res["grid"], *_sampled(res)] if k.startswith("task."))
+    task = describe_task(res["task"])
+    if varied:
+        task += f" The grid or the sample varies {', '.join(f'`{k}`' for k in varied)} per run."
+    parts = [
+        f"**Task** (`{res['task']['name']}`). {task}",
+        "**Metrics.** `train_loss` and `train_acc` are the checkpoint's mean cross-entropy and "
+        "accuracy on the whole training set above; `test_loss` and `test_acc` on the task's test "
+        "set above (not this dataset's `test` split, whose rows are models), computed from the "
+        "weights as stored (float32) in batches of "
+        f"{recipe.execution['eval_batch_size']}: recomputed from `weights` and `layout.json` "
+        "they agree to float32 rounding (accuracies exactly, in our checks). "
+        "`gen_gap_loss` = test_loss − train_loss, `gen_gap_acc` = train_acc − test_acc.",
+        "**Checkpoints.** `checkpoint_id` is `<run_id>-e<epoch>` with the epoch in 4 digits "
+        "(`…-e0005`; epoch 0 is the initialization), and `<run_id>-s<step>` with the optimizer "
+        "step in 7 digits for a mid-epoch checkpoint (`…-s0000150`). A run's minibatches in "
+        "epoch e follow `numpy.random.default_rng(numpy.random.SeedSequence([seed, 2, e]))"
+        ".permutation(n_train)`, `batch_size` at a time (the last one smaller).",
+    ]
+    if res["landscape"]["metrics"]:
+        parts.append(landscape_text(res["landscape"]))
+    return "\n\n".join(parts)
+
+
+def landscape_text(settings: dict) -> str:
+    """The landscape columns' definitions (the estimator settings are listed below them)."""
+    probe = settings["probe"]
+    text = (
+        "**Landscape.** At the epochs `landscape.at`, on a probe sample of "
+        f"{probe['batches']} × {probe['batch_size']} training examples, those at `sorted("
+        "numpy.random.default_rng(numpy.random.SeedSequence([probe.seed, 13])).choice(n_train, "
+        "n, replace=False))` with `probe.seed` = "
+        f"{probe['seed']}. `probe_loss`: the mean cross-entropy there. Hessian columns: of that "
+        "loss, by Lanczos (top eigenvalues, residual) and Hutchinson (trace). `barrier_mean`: "
+        "over the seed pairs of the grid cell, `max_t L((1−t)·a + t·b) − (L(a) + L(b)) / 2` "
+        f"at {settings['barrier']['points']} evenly spaced t in [0, 1] (the same definition as "
+        "`zoo.weightspace.align.loss_barrier`); `cka_mean`: linear CKA of the "
+        f"{settings['cka']['representation']} on the probe sample, over the same pairs."
+    )
+    if "phase" in settings["metrics"]:
+        text += "\n\n**Phase rule.** " + describe_rule(settings["phase"])
+    return text
+
+
+def split_text(res: dict) -> str:
+    """The split rule, with this recipe's unit and fractions."""
+    out = res["output"]
+    unit = {
+        "run": "a run (every checkpoint of a run lands in one split)",
+        "cell": "a grid cell (every run of a cell lands in one split)",
+    }.get(out["split_by"], f"the value of `{out['split_by']}` (runs that share it share a split)")
+    intervals, start = [], 0.0
+    for name, fraction in out["splits"].items():
+        intervals.append(f"{name} [{start:g}, {start + fraction:g})")
+        start += fraction
+    return (
+        f"A split unit is {unit}. A unit with seed s, index i_k of its value in grid list k of "
+        "`recipe.yaml` (the grid's key order) and sample number j (`sample:`, else 0) lies at "
+        "u = frac(0.6180339887…·s + Σ_k frac(√p_k)·i_k + frac(√p_(K+1))·j), p = 2, 3, 7, 11, "
+        "13, … (5 skipped; a grid cell drops the seed term; a recipe key's integer value v "
+        "gives u = frac(0.6180339887…·v)); the splits take consecutive intervals of [0, 1): "
+        f"{', '.join(intervals)}. The units spread evenly, so each split holds about its "
+        "fraction, and more seeds, values appended to a grid list or more sampled points never "
+        "move a unit."
+    )
 
 
 def check_card(text: str, configs: list[str]) -> DatasetCard:

@@ -304,11 +304,11 @@ def _part(
     return BuildPart(
         part_id="D" + short_hash(key, n=15),
         config=plan.name,
-        batch_id=batch,
+        train_batch=batch,
         weights=weights.to_dict(),
         metrics=metrics.to_dict(),
         checkpoints=tuple(ckpts),
-        runs=members,
+        placement=members,
         landscape=rows,
         schema=schema,
     )

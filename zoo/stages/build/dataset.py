@@ -51,13 +51,23 @@ def build_dataset(recipe: Recipe, out_dir: str | Path, run_parts: RunParts | Non
     Returns:
         the dataset folder; ``datasets.load_dataset(str(folder), config)`` reads it offline.
     """
+    plan = plan_build(recipe, out_dir)
+    (run_parts or run_parts_here)(parts_to_write(plan, out_dir), Path(out_dir))
+    return finish_build(recipe, out_dir, plan)
+
+
+def parts_to_write(plan: BuildPlan, out_dir: str | Path) -> list[BuildPart]:
+    """The parts whose files the manifest does not record intact (new or changed inputs)."""
+    manifest = Manifest(out_dir)
+    return [p for p in plan.parts if not _intact(Path(out_dir), manifest, p.part_id)]
+
+
+def finish_build(recipe: Recipe, out_dir: str | Path, plan: BuildPlan) -> Path:
+    """After the parts: delete stale files, then write ``layout.json``, ``recipe.yaml``, the
+    figures and last the card, from the files on disk."""
     out_dir = Path(out_dir)
     folder = out_dir / DATASET_DIR
-    plan = plan_build(recipe, out_dir)
-    manifest = Manifest(out_dir)
-    todo = [p for p in plan.parts if not _intact(out_dir, manifest, p.part_id)]
-    (run_parts or run_parts_here)(todo, out_dir)
-    files = _forget_stale(out_dir, manifest, plan)
+    files = _forget_stale(out_dir, Manifest(out_dir), plan)
     configs = [summarize(plan.configs[name], files[name], folder) for name in sorted(files)]
     layouts = {c.name: c.layout.to_dict() for c in configs}
     atomic_write_bytes(folder / LAYOUT_FILE, json.dumps(layouts, indent=1).encode())

@@ -80,23 +80,33 @@ class BuildPart:
 
     Attributes:
         part_id: ``D`` + a hash of everything the part's files depend on.
-        config: the config name; batch_id: the train batch (it names the files).
+        config: the config name; train_batch: the train batch (it names the files).
         weights, metrics: the shards' records (paths and sha256).
         checkpoints: the checkpoint ids to take from these shards.
-        runs: run_id -> ``[split, sort key]`` (the sort key orders rows within a file).
+        placement: run_id -> ``[split, sort key]`` (the sort key orders rows within a file).
         landscape: checkpoint_id -> its landscape and phase columns.
         schema: the config's columns (serialized Arrow schema, hex).
     """
 
     part_id: str
     config: str
-    batch_id: str
+    train_batch: str
     weights: dict
     metrics: dict
     checkpoints: tuple[str, ...]
-    runs: dict = field(default_factory=dict)
+    placement: dict = field(default_factory=dict)
     landscape: dict = field(default_factory=dict)
     schema: str = ""
+
+    @property
+    def batch_id(self) -> str:
+        """The part's id, as a stage's batch (zoo.dist.run.run_stage) is named."""
+        return self.part_id
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """The run ids of the part."""
+        return tuple(self.placement)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -112,11 +122,11 @@ def build_part(part: dict, out_dir: str, options: dict) -> list[dict]:
     part = BuildPart.from_dict(part)
     schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(part.schema)))
     table = part_table(part, out_dir, schema)
-    splits = np.array([part.runs[r][0] for r in table["run_id"].to_pylist()])
+    splits = np.array([part.placement[r][0] for r in table["run_id"].to_pylist()])
     records = []
     for split in sorted(set(splits.tolist())):
         rows = table.filter(pa.array(splits == split))
-        for rel, data in encode_files(part.config, split, part.batch_id, rows):
+        for rel, data in encode_files(part.config, split, part.train_batch, rows):
             ids = rows["run_id"].to_pylist(), rows["checkpoint_id"].to_pylist()
             records.append(
                 write_file(out_dir, f"{DATASET_DIR}/{rel}", STAGE, part.part_id, *ids, data)
@@ -133,7 +143,7 @@ def part_table(part, out_dir: str, schema: pa.Schema) -> pa.Table:
     names = json.loads(_metadata(read_verified(out_dir, part.weights))["layout"])["names"]
     wanted = set(part.checkpoints)
     rows = [r for r in metrics.to_pylist() if r["checkpoint_id"] in wanted]
-    rows.sort(key=lambda r: (r["epoch"], r["step"], part.runs[r["run_id"]][1]))
+    rows.sort(key=lambda r: (r["epoch"], r["step"], part.placement[r["run_id"]][1]))
     columns = {f.name: [] for f in schema if f.name != "weights"}
     for row in rows:
         full = _full_row(row, part.landscape.get(row["checkpoint_id"], {}))

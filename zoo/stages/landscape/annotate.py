@@ -33,7 +33,6 @@ from zoo.nn.inits import init_model
 from zoo.recipe import Recipe, RunConfig, expand_recipe
 from zoo.stages.landscape.hessian import PopulationHVP, hutchinson_trace, lanczos_top, rademacher
 from zoo.stages.landscape.metrics import (
-    barrier,
     bezier_mc,
     fit_bezier,
     interpolation_losses,
@@ -47,7 +46,7 @@ from zoo.store.manifest import Manifest
 from zoo.store.shards import read_tensor_metadata, read_tensors, write_table_shard
 from zoo.streams import numpy_rng, torch_generator
 from zoo.tasks import Task, load_task
-from zoo.weightspace.align import align
+from zoo.weightspace.align import align, barrier_height
 
 
 @dataclass(frozen=True)
@@ -300,13 +299,13 @@ def _pair_stats(lb, module, layout, flat, members, pairs, a, b, x, y, metrics, s
         out.update(_mean_std("cka", cka))
     if "barrier" in metrics or "phase" in metrics:
         losses = interpolation_losses(module, layout, a, b, x, y, settings["barrier"]["points"])
-        out.update(_mean_std("barrier", barrier(losses).tolist()))
+        out.update(_mean_std("barrier", barrier_height(losses).tolist()))
     if "barrier" in metrics and settings["barrier"]["aligned"]:
         matched = align(b, a, layout, seed=epoch).weights  # b's units permuted to match a's
         losses = interpolation_losses(
             module, layout, a, matched, x, y, settings["barrier"]["points"]
         )
-        out.update(_mean_std("barrier_aligned", barrier(losses).tolist()))
+        out.update(_mean_std("barrier_aligned", barrier_height(losses).tolist()))
     if "bezier" in metrics:
         gen = torch_generator(lb.runs[members[0]].seed, streams.BEZIER, epoch)
         bend = fit_bezier(module, layout, a, b, x, y, settings["bezier"], gen)
