@@ -328,38 +328,52 @@ def verify(
     raise typer.Exit(code=1)
 
 
-def _print_inspect(out: Path) -> None:
+def _print_inspect(out: Path, console: Console | None = None) -> None:
+    """A table of the built zoo that reads at 80 columns: one line per config and split."""
     import datasets
+    from rich import box
 
     folder = out / DATASET_DIR
     layouts = json.loads((folder / LAYOUT_FILE).read_text())
     rows = []
     for config in layouts:
         for split, ds in datasets.load_dataset(str(folder), config).items():
-            rows.append((config, split, len(ds), _inspect_cells(ds, layouts[config])))
+            rows.append((config, split, len(ds), _inspect_cells(ds)))
     phased = any(cells[-1] for *_, cells in rows)
-    table = Table(title=f"zoo {out}")
-    columns = ("config", "split", "rows", "runs", "params", "status", "test_acc (last epoch)")
-    for col in columns + (("phases (last annotated epoch)",) if phased else ()):
-        table.add_column(col)
-    for config, split, n, cells in rows:
-        table.add_row(config, split, str(n), *(cells if phased else cells[:-1]))
-    Console().print(table)
+    unhealthy = any(cells[1] for *_, cells in rows)
+    table = Table(title=f"zoo {out}", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("config", no_wrap=True)
+    for name in ("split", "rows", "runs", "test_acc"):
+        table.add_column(name, no_wrap=True, justify="left" if name == "split" else "right")
+    if unhealthy:
+        table.add_column("diverged")
+    if phased:
+        table.add_column("phases")
+    for config, split, n, (runs, diverged, acc, phases) in rows:
+        extra = ([diverged] if unhealthy else []) + ([phases] if phased else [])
+        table.add_row(config, split, str(n), runs, acc, *extra)
+    console = console or Console()
+    console.print(table)
+    params = ", ".join(f"{c} {layouts[c]['num_params']:,}" for c in layouts)
+    notes = [f"parameters: {params}", "test_acc: mean ± std over runs at the last epoch"]
+    if phased:
+        notes.append("phases: cells' labels at the last annotated epoch")
+    console.print("\n".join(notes))
 
 
-def _inspect_cells(ds, layout: dict) -> list[str]:
-    """runs, params, status counts, test accuracy at the last epoch, phase counts."""
+def _inspect_cells(ds) -> list[str]:
+    """runs, diverged rows, test accuracy at the last epoch, phase counts."""
     names = ["run_id", "status", "epoch", "test_acc"] + (
         ["phase"] if "phase" in ds.features else []
     )
     cols = ds.select_columns(names).to_pandas()
     last = cols[cols.epoch == cols.epoch.max()].test_acc
-    status = ", ".join(f"{k} {v}" for k, v in Counter(cols.status).items())
+    diverged = int((cols.status != "ok").sum())
     acc = f"{last.mean():.3f} ± {last.std():.3f}" if len(last) > 1 else f"{last.mean():.3f}"
-    labelled = cols.dropna(subset=["phase"]) if "phase" in cols else cols.iloc[:0]
+    labelled = cols[cols.phase != ""] if "phase" in cols else cols.iloc[:0]
     labelled = labelled[labelled.epoch == labelled.epoch.max()] if len(labelled) else labelled
     phases = ", ".join(f"{k} {v}" for k, v in sorted(Counter(labelled.get("phase", [])).items()))
-    return [str(cols.run_id.nunique()), f"{layout['num_params']:,}", status, acc, phases]
+    return [str(cols.run_id.nunique()), str(diverged) if diverged else "", acc, phases]
 
 
 @app.command()
