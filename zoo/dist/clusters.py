@@ -51,15 +51,27 @@ def jobqueue_kwargs(options: ExecOptions) -> dict:
             extra.append(f"--gres=gpu:{options.gpus_per_worker * processes}")
     dashboard = options.dashboard and has_bokeh()
     return dict(
-        queue=cfg["queue"], account=cfg["account"], cores=cfg["cores"], processes=processes,
-        memory=cfg["memory"], walltime=cfg["walltime"], job_name="zoo-worker",
-        job_extra_directives=extra, worker_extra_args=worker_args,
-        job_script_prologue=[f"export OMP_NUM_THREADS={options.threads_per_worker}",
-                             *cfg["prologue"]],
-        interface=cfg["interface"], local_directory=cfg["local_directory"],
-        log_directory=cfg["log_directory"], python=cfg["python"] or sys.executable,
-        scheduler_options={"dashboard_address": ":8787" if dashboard else ":0",
-                           "dashboard": dashboard},
+        queue=cfg["queue"],
+        account=cfg["account"],
+        cores=cfg["cores"],
+        processes=processes,
+        memory=cfg["memory"],
+        walltime=cfg["walltime"],
+        job_name="zoo-worker",
+        job_extra_directives=extra,
+        worker_extra_args=worker_args,
+        job_script_prologue=[
+            f"export OMP_NUM_THREADS={options.threads_per_worker}",
+            *cfg["prologue"],
+        ],
+        interface=cfg["interface"],
+        local_directory=cfg["local_directory"],
+        log_directory=cfg["log_directory"],
+        python=cfg["python"] or sys.executable,
+        scheduler_options={
+            "dashboard_address": ":8787" if dashboard else ":0",
+            "dashboard": dashboard,
+        },
     )
 
 
@@ -91,9 +103,14 @@ def make_cluster(options: ExecOptions):
     # one thread per process: two threads in one process spin-wait when the CPU is shared
     resources = {"GPU": options.gpus_per_worker} if options.gpus_per_worker else None
     return LocalCluster(
-        n_workers=options.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=":0", scheduler_kwargs={"dashboard": options.dashboard and has_bokeh()},
-        env={"OMP_NUM_THREADS": str(options.threads_per_worker)}, resources=resources,
+        n_workers=options.workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=":0",
+        scheduler_kwargs={"dashboard": options.dashboard and has_bokeh()},
+        env={"OMP_NUM_THREADS": str(options.threads_per_worker)},
+        resources=resources,
     )
 
 

@@ -43,8 +43,15 @@ class ExecOptions:
     @classmethod
     def from_recipe(cls, execution: dict, **overrides) -> ExecOptions:
         """Options from a resolved ``execution`` section; ``None`` overrides are ignored."""
-        keys = ("workers", "threads_per_worker", "device", "chunk_size", "eval_batch_size",
-                "gpus_per_worker", "retries")
+        keys = (
+            "workers",
+            "threads_per_worker",
+            "device",
+            "chunk_size",
+            "eval_batch_size",
+            "gpus_per_worker",
+            "retries",
+        )
         values = {k: execution[k] for k in keys if k in execution}
         settings = dict(execution.get("cluster") or {})
         values["cluster"] = settings.pop("kind", "local")

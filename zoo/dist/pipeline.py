@@ -26,8 +26,11 @@ from zoo.store.manifest import Manifest
 
 
 def train(
-    recipe: Recipe, options: ExecOptions, progress: Progress | None = None,
-    batches: list[PopulationBatch] | None = None, **kwargs,
+    recipe: Recipe,
+    options: ExecOptions,
+    progress: Progress | None = None,
+    batches: list[PopulationBatch] | None = None,
+    **kwargs,
 ) -> RunSummary:
     """Train what the store lacks: every run with a checkpoint the manifest does not hold
     (``batches``: the plan of that, when the caller has it already); ``kwargs`` go to
@@ -101,13 +104,24 @@ def build(
 
 
 def landscape(
-    recipe: Recipe, options: ExecOptions, progress: Progress | None = None,
-    batches: list[LandscapeBatch] | None = None, **kwargs,
+    recipe: Recipe,
+    options: ExecOptions,
+    progress: Progress | None = None,
+    batches: list[LandscapeBatch] | None = None,
+    **kwargs,
 ) -> RunSummary:
     """Annotate the trained checkpoints with the recipe's landscape metrics (resumable: batches
     whose metric shard the manifest holds are skipped; ``batches``: the landscape plan, when the
     caller has it already); ``kwargs`` go to :func:`zoo.dist.run.run_stage` (``client``,
     ``on_start``)."""
     batches = plan_landscape_batches(recipe) if batches is None else batches
-    return run_stage("landscape", batches, landscape_task, recipe.out_dir, options, progress,
-                     done_exts=("parquet",), **kwargs)
+    return run_stage(
+        "landscape",
+        batches,
+        landscape_task,
+        recipe.out_dir,
+        options,
+        progress,
+        done_exts=("parquet",),
+        **kwargs,
+    )

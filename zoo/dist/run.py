@@ -228,8 +228,14 @@ def _run_on_dask(client, stage, task_fn, todo, out, options: ExecOptions, finish
     resources = {"GPU": 1} if options.gpus_per_worker else None
     futures = {
         client.submit(
-            execute, task_fn, b.to_dict(), out, opts, key=f"{stage}-{b.batch_id}",
-            retries=options.retries, resources=resources,
+            execute,
+            task_fn,
+            b.to_dict(),
+            out,
+            opts,
+            key=f"{stage}-{b.batch_id}",
+            retries=options.retries,
+            resources=resources,
         ): b
         for b in todo
     }
