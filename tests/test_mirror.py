@@ -18,7 +18,9 @@ from zoo.errors import TaskError
 from zoo.tasks import TASKS, clear_task_cache, idx, mirror
 from zoo.tasks.idx import FASHION_MNIST_PATH, find_idx_files, read_idx
 
-from .test_hub import hub  # noqa: F401 (the fake Hub fixture)
+from . import test_hub
+
+hub = test_hub.hub  # the fake Hub (a fixture)
 
 FMNIST = Path(FASHION_MNIST_PATH)
 HAS_DEBIAN = (FMNIST / "train-images-idx3-ubyte.gz").exists()
@@ -86,7 +88,7 @@ def no_debian(tmp_path, monkeypatch):
 
 
 @needs_debian
-def test_without_the_debian_folder_the_hub_copy_gives_the_same_tensors(hub, debian_copy, no_debian):  # noqa: F811
+def test_without_the_debian_folder_the_hub_copy_gives_the_same_tensors(hub, debian_copy, no_debian):
     _serve(hub, debian_copy, mirror.FASHION_MNIST.repo_id)
     cfg = {"name": "fashion_mnist", "path": FASHION_MNIST_PATH, "n_train": 2000, "n_test": 500}
     remote = TASKS["fashion_mnist"](cfg)
@@ -102,7 +104,7 @@ def test_without_the_debian_folder_the_hub_copy_gives_the_same_tensors(hub, debi
 
 @needs_debian
 def test_zoo_plan_of_every_fashion_recipe_works_without_the_debian_package(
-    hub,  # noqa: F811
+    hub,
     debian_copy,
     no_debian,
 ):
@@ -125,7 +127,7 @@ def _tiny_arrays() -> dict[str, np.ndarray]:
     }
 
 
-def test_a_hub_copy_that_differs_from_the_files_is_refused(hub, tmp_path, no_debian):  # noqa: F811
+def test_a_hub_copy_that_differs_from_the_files_is_refused(hub, tmp_path, no_debian):
     import hashlib
 
     arrays = _tiny_arrays()
@@ -143,7 +145,7 @@ def test_a_hub_copy_that_differs_from_the_files_is_refused(hub, tmp_path, no_deb
     assert "install Debian's dataset-fashion-mnist, or pin a revision" in text
 
 
-def test_no_local_folder_and_no_hub_copy_names_both_ways_out(hub, no_debian):  # noqa: F811
+def test_no_local_folder_and_no_hub_copy_names_both_ways_out(hub, no_debian):
     cfg = {"name": "fashion_mnist", "path": FASHION_MNIST_PATH, "n_train": 10}
     with pytest.raises(TaskError) as info:
         TASKS["fashion_mnist"](cfg)
@@ -152,7 +154,7 @@ def test_no_local_folder_and_no_hub_copy_names_both_ways_out(hub, no_debian):  #
     assert "apt-get install dataset-fashion-mnist" in text and "Hub is reachable" in text
 
 
-def test_a_folder_of_your_own_must_exist_it_never_falls_back_to_the_hub(hub, tmp_path):  # noqa: F811
+def test_a_folder_of_your_own_must_exist_it_never_falls_back_to_the_hub(hub, tmp_path):
     cfg = {"name": "fashion_mnist", "path": str(tmp_path / "typo")}
     with pytest.raises(TaskError, match=r"no folder .*typo; install Debian's"):
         TASKS["fashion_mnist"](cfg)
