@@ -287,3 +287,37 @@ def test_a_lost_worker_and_the_batch_dask_reruns_reach_the_log(tmp_path, externa
     victim_batch = next(b for b in batches if b.batch_id == victim.stem)
     assert rerun.fields["run_ids"] == [r.run_id for r in victim_batch.runs]
     assert json.loads(json.dumps([e.to_dict() for e in events]))  # JSON-ready, as the log needs
+
+
+# --- the stop check inside the stage tasks ------------------------------------------------------
+
+
+def test_train_and_landscape_tasks_stop_at_the_check_and_write_nothing(tmp_path):
+    from zoo.errors import BatchStopped
+    from zoo.stages.landscape.annotate import landscape_task, plan_landscape_batches
+
+    landscape = {"metrics": ["weights"], "at": [1, 2]}
+    recipe = tiny_recipe(tmp_path / "out", landscape=landscape)
+    calls = []
+
+    def stop_at_second_call():
+        calls.append(len(calls))
+        if len(calls) == 2:
+            raise BatchStopped("stopped by the driver")
+
+    batch = plan(recipe).batches[0]
+    options = {"device": "cpu", "chunk_size": None, "eval_batch_size": 1024}
+    with pytest.raises(BatchStopped):
+        train_task(
+            batch.to_dict(), str(tmp_path / "out"), {**options, "check_stop": stop_at_second_call}
+        )
+    assert len(calls) == 2  # after epoch 1, after epoch 2: then it stopped before writing
+    assert not (tmp_path / "out" / "shards").exists()
+    zoo.train(recipe, ExecOptions(workers=0))  # the whole zoo, to annotate
+    shards = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file())
+    calls.clear()
+    (lb, *_) = plan_landscape_batches(recipe)
+    with pytest.raises(BatchStopped):
+        landscape_task(lb.to_dict(), str(tmp_path / "out"), {"check_stop": stop_at_second_call})
+    assert len(calls) == 2  # before epoch 1's checkpoints, before epoch 2's
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == shards
