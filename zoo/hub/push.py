@@ -334,7 +334,8 @@ def _prepare_repo(api, repo_id, branch, private, dry_run) -> dict[str, FileState
         except RepositoryNotFoundError:
             return None
         except HfHubHTTPError as err:  # 401 without a token: private or missing
-            if err.response is not None and err.response.status_code == 401 and not api.token:
+            anonymous = not (api.token or huggingface_hub.get_token())
+            if err.response is not None and err.response.status_code == 401 and anonymous:
                 return None
             raise
     retry(api.create_repo, repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
