@@ -306,8 +306,8 @@ def test_private_repos_need_a_token_to_load(hub, built, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(
         HubError,
-        match=r"no dataset repo alice/tiny-zoo on the Hub, or it is "
-        r"private and the token has no access",
+        match=r"alice/tiny-zoo is private or does not exist: the Hub answered 401 to a request "
+        r"without a token\. Check the repo id; a private repo needs a token that can read it",
     ):
         zoo.load(REPO, split="train")
 

@@ -117,8 +117,8 @@ def test_cli_landscape_then_plot(tmp_path):
     assert result.exit_code == 0, result.output
     assert "annotated and rebuilt" in result.output
     result = runner.invoke(app, ["inspect", str(tmp_path)], env={"COLUMNS": "200"})
-    assert "phases (last annotated epoch)" in result.output
-    assert re.search(r"│ (I|II|III|IV-A|IV-B) \d", result.output), result.output
+    assert "phases: cells' labels at the last annotated epoch" in result.output
+    assert re.search(r" (I|II|III|IV-A|IV-B) \d", result.output), result.output
     result = runner.invoke(
         app,
         [

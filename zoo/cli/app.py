@@ -23,6 +23,7 @@ from zoo.cli.options import (
     ClusterConfigOpt,
     ClusterOpt,
     DeviceOpt,
+    JobScriptOpt,
     JsonLogOpt,
     OutArg,
     QuietOpt,
@@ -36,9 +37,10 @@ from zoo.cli.options import (
     _load,
     _options,
     console,
+    print_job_script,
     print_out,
 )
-from zoo.cli.progress import JsonLog, StageBar, StageLog
+from zoo.cli.progress import ClusterWarnings, JsonLog, StageBar, StageLog
 from zoo.cli.tools import register
 from zoo.dist.options import ExecOptions, resolve_device
 from zoo.dist.run import RunSummary
@@ -75,8 +77,8 @@ def _build(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=N
 
     plan = plan_build(recipe, recipe.out_dir)
 
-    def build(recipe, options, log, batches, on_start) -> Path:
-        return _pipeline().build(recipe, options, log, plan=plan, on_start=on_start)
+    def build(recipe, options, log, batches, **kwargs) -> Path:
+        return _pipeline().build(recipe, options, log, plan=plan, **kwargs)
 
     parts = parts_to_write(plan, recipe.out_dir)
     return _stage("build", parts, build, recipe, options, quiet, json_log)
@@ -117,18 +119,31 @@ def _stage(
             log.listeners.append(stack.enter_context(contextlib.closing(JsonLog(json_log))))
         if not quiet:
             log.listeners.append(stack.enter_context(StageBar(console, stage, len(batches))))
+        else:
+            log.listeners.append(ClusterWarnings(console))
         try:
-            summary = fn(recipe, options, log, batches=batches, on_start=log.start)
+            summary = fn(
+                recipe, options, log, batches=batches, on_start=log.start, on_event=log.cluster
+            )
         except KeyboardInterrupt:
             log.end(None, interrupted=True)
             stack.close()
             console.print(
-                f"[yellow]interrupted[/] after {log.done} new {stage} batches; finished batches "
-                "are saved: run the same command again to do the rest"
+                f"[yellow]interrupted[/] after {log.done} new {stage} batches{_stopped(log)}; "
+                "finished batches are saved: run the same command again to do the rest"
             )
             raise typer.Exit(code=130) from None
         log.end(summary if isinstance(summary, RunSummary) else None)
     return summary
+
+
+def _stopped(log: StageLog) -> str:
+    """What became of the batches that were running on the workers at the interrupt."""
+    if not log.stopped:
+        return ""
+    left = log.stopped.get("still_running", 0)
+    text = f", stopped {log.stopped['stopped']} running on the workers"
+    return text + (f" ({left} still finishing their epoch)" if left else "")
 
 
 @app.command()
@@ -144,6 +159,7 @@ def run(
     cluster_config: ClusterConfigOpt = None,
     quiet: QuietOpt = False,
     json_log: JsonLogOpt = None,
+    print_job_script_: JobScriptOpt = False,
 ):
     """Train every run of a recipe and build its dataset folder (resumable).
 
@@ -151,12 +167,22 @@ def run(
     it stopped. Example: zoo run pipelines/quickstart.yaml --set seeds=8
     The published size: zoo run pipelines/fashion_cnn_small_width_batch.yaml --scale
     On SLURM: zoo run RECIPE --cluster slurm --cluster-config slurm.yaml --quiet
+    The SLURM job script, not submitted: zoo run RECIPE --cluster slurm --print-job-script
     """
     rec = _load(recipe, set, scale)
     try:
         opts = _options(
-            rec, workers, scheduler, device, threads_per_worker, cluster, cluster_config
+            rec,
+            workers,
+            scheduler,
+            device,
+            threads_per_worker,
+            cluster,
+            cluster_config,
+            check=not print_job_script_,
         )
+        if print_job_script_:
+            return print_job_script(opts)
         summary = _train(rec, opts, quiet, json_log)
         _pipeline().raise_for_failures(summary, rec)
         if rec.resolved["landscape"]["metrics"]:
@@ -182,6 +208,7 @@ def train(
     cluster_config: ClusterConfigOpt = None,
     quiet: QuietOpt = False,
     json_log: JsonLogOpt = None,
+    print_job_script_: JobScriptOpt = False,
 ):
     """Train the runs of a recipe into the store (shards + manifest); no dataset is built.
 
@@ -191,8 +218,17 @@ def train(
     rec = _load(recipe, set, scale)
     try:
         opts = _options(
-            rec, workers, scheduler, device, threads_per_worker, cluster, cluster_config
+            rec,
+            workers,
+            scheduler,
+            device,
+            threads_per_worker,
+            cluster,
+            cluster_config,
+            check=not print_job_script_,
         )
+        if print_job_script_:
+            return print_job_script(opts)
         summary = _train(rec, opts, quiet, json_log)
         _pipeline().raise_for_failures(summary, rec)
     except ZooError as err:

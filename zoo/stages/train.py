@@ -237,9 +237,12 @@ class PopulationTrainer:
         return result
 
 
-def train_population(batch: PopulationBatch, **options) -> TrainResult:
-    """Train a population batch; ``options`` go to :class:`PopulationTrainer`."""
-    return PopulationTrainer(batch, **options).run()
+def train_population(
+    batch: PopulationBatch, on_epoch: Callable[[int, int], None] | None = None, **options
+) -> TrainResult:
+    """Train a population batch; ``options`` go to :class:`PopulationTrainer`, ``on_epoch`` to
+    its ``run`` (e.g. a stop check)."""
+    return PopulationTrainer(batch, **options).run(on_epoch)
 
 
 # --- the reference --------------------------------------------------------------------------
@@ -357,11 +360,14 @@ def train_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
     """The stage's task: train a population batch, write its shards, return their receipts.
 
     A top-level function of plain data, so it runs the same in this process or on any worker;
-    :func:`zoo.dist.run.execute` calls it with ``options["device"]`` resolved for the worker.
+    :func:`zoo.dist.run.execute` calls it with ``options["device"]`` resolved for the worker
+    and ``options["check_stop"]``, called after each epoch (it raises to stop the batch).
     """
     pop = PopulationBatch.from_dict(batch)
+    check = options.get("check_stop")
     result = train_population(
         pop,
+        on_epoch=(lambda epoch, epochs: check()) if check else None,
         device=options["device"],
         chunk_size=options["chunk_size"],
         eval_batch_size=options["eval_batch_size"],

@@ -38,6 +38,8 @@ class Task:
         n_classes: number of classes.
         objective: the :data:`zoo.nn.objectives.OBJECTIVES` entry models of this task are
             trained and evaluated with.
+        source: where the data came from, in words a card can quote (e.g. ``idx files in
+            /usr/share/datasets/fashion-mnist``); empty where the task name says it.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Task:
     y_test: torch.Tensor
     n_classes: int
     objective: str = "classification"
+    source: str = ""
 
     def __post_init__(self) -> None:
         _check_split(self.name, "train", self.x_train, self.y_train, self.n_classes)
@@ -96,6 +99,7 @@ def make_task(
     x_test: np.ndarray,
     y_test: np.ndarray,
     n_classes: int,
+    source: str = "",
 ) -> Task:
     """Build a :class:`Task` from numpy arrays (float32 x, integer y), copying only if needed.
 
@@ -103,6 +107,7 @@ def make_task(
         name: the task's registry name.
         x_train, y_train, x_test, y_test: the splits; x is cast to contiguous float32, y to int64.
         n_classes: number of classes.
+        source: where the data came from (:attr:`Task.source`).
 
     Returns:
         The validated Task.
@@ -118,6 +123,7 @@ def make_task(
         x_test=tensor(x_test, np.float32),
         y_test=tensor(y_test, np.int64),
         n_classes=int(n_classes),
+        source=source,
     )
 
 

@@ -175,7 +175,10 @@ def load_hf(cfg: dict) -> Task:
     for s, ds in splits.items():
         rows = _hf_rows(cfg, s, len(ds))
         out += [_hf_inputs(ds, columns["image_column"], rows), labels[s][rows]]
-    return make_task("hf", *out, n_classes=n_classes)
+    config = f" (config {cfg['config']})" if cfg.get("config") else ""
+    return make_task(
+        "hf", *out, n_classes=n_classes, source=f"the Hugging Face dataset {cfg['path']}{config}"
+    )
 
 
 def describe(cfg: dict) -> str:

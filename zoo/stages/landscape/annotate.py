@@ -130,7 +130,8 @@ def landscape_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
     """One Dask task: annotate a landscape batch, write its metric shard, return the receipt."""
     torch.set_num_threads(options.get("threads_per_worker", 1))
     lb = LandscapeBatch.from_dict(batch)
-    table = annotate(lb, out_dir, dtype=torch.float64 if options.get("float64") else torch.float32)
+    dtype = torch.float64 if options.get("float64") else torch.float32
+    table = annotate(lb, out_dir, dtype=dtype, check_stop=options.get("check_stop"))
     ckpts = table.column("checkpoint_id").to_pylist()
     rec = write_table_shard(
         out_dir,
@@ -144,8 +145,9 @@ def landscape_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
     return [rec.to_dict()]
 
 
-def annotate(lb: LandscapeBatch, out_dir: str, dtype=torch.float32) -> pa.Table:
-    """Every metric of the batch's checkpoints at its ``at`` epochs, one row per checkpoint."""
+def annotate(lb: LandscapeBatch, out_dir: str, dtype=torch.float32, check_stop=None) -> pa.Table:
+    """Every metric of the batch's checkpoints at its ``at`` epochs, one row per checkpoint;
+    ``check_stop`` (if given) is called before each epoch's checkpoints (it raises to stop)."""
     first = lb.runs[0]
     task = load_task(first.task)
     module, layout = build_model(first.model, task.input_shape, task.n_classes)
@@ -162,6 +164,8 @@ def annotate(lb: LandscapeBatch, out_dir: str, dtype=torch.float32) -> pa.Table:
     weights = load_checkpoints(out_dir, lb.runs, epochs)
     rows = []
     for epoch in epochs:
+        if check_stop:
+            check_stop()
         flat = torch.stack([weights[checkpoint_id(r.run_id, epoch)] for r in lb.runs]).to(dtype)
         rows += _epoch_rows(lb, module, layout, flat, init, x, y, epoch)
     keys = list(dict.fromkeys(k for row in rows for k in row))  # cells may lack pair columns
