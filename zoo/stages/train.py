@@ -50,6 +50,7 @@ class TrainResult:
     rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     metrics: tuple[str, ...] = ("loss", "acc")  # the objective's, reported per split
+    task_source: str = ""  # where the task's data came from (Task.source), for the card
 
 
 @torch.no_grad()
@@ -220,7 +221,9 @@ class PopulationTrainer:
         """Train to the last epoch with a checkpoint to save, snapshotting at each such epoch
         (and at the mid-epoch steps to save)."""
         start = time.perf_counter()
-        result = TrainResult(self.layout, metrics=self.objective.metrics)
+        result = TrainResult(
+            self.layout, metrics=self.objective.metrics, task_source=self.task.source
+        )
         epochs = self.runs[0].train["epochs"]
         wanted = self.epochs_to_save
         per_epoch = steps_per_epoch(len(self.x_train), self.runs[0].train["batch_size"])
@@ -349,7 +352,11 @@ def write_train_shards(out_dir, batch: PopulationBatch, result: TrainResult) -> 
     }
     weights = write_tensor_shard(out_dir, "train", batch.batch_id, tensors, meta, run_ids, ckpts)
     table = result_table(batch, result)
-    table_meta = {"train_seconds": result.seconds, "layout_sha256": result.layout.sha256}
+    table_meta = {
+        "train_seconds": result.seconds,
+        "layout_sha256": result.layout.sha256,
+        "task_source": result.task_source,
+    }
     metrics = write_table_shard(
         out_dir, "train", batch.batch_id, table, run_ids, ckpts, metadata=table_meta
     )

@@ -98,6 +98,7 @@ class ConfigSummary:
     files: dict[str, list[str]]
     counts: dict[str, int]
     num_bytes: dict[str, int]
+    sources: tuple[str, ...] = ()
 
 
 def summarize(plan, files: dict[str, list[str]], folder: Path) -> ConfigSummary:
@@ -115,7 +116,9 @@ def summarize(plan, files: dict[str, list[str]], folder: Path) -> ConfigSummary:
             size = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
             num_bytes[split] = num_bytes.get(split, 0) + size
     table = pa.concat_tables(tables)
-    return ConfigSummary(plan.name, plan.layout, plan.schema, table, files, counts, num_bytes)
+    return ConfigSummary(
+        plan.name, plan.layout, plan.schema, table, files, counts, num_bytes, plan.sources
+    )
 
 
 def yaml_header(recipe, summary: list[ConfigSummary], folder: Path | None = None) -> dict:
@@ -448,7 +451,7 @@ def _sections(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
         "figures": _figures(folder),
         "load_snippet": load_snippet(first.name, _load_split(first)),
         "layout_tables": "\n\n".join(f"`{c.name}`:\n\n{_layout_table(c.layout)}" for c in summary),
-        "data_text": data_text(recipe),
+        "data_text": data_text(recipe, sorted({s for c in summary for s in c.sources})),
         "split_text": split_text(res),
         "files_table": _files_table(summary, folder),
         "parquet_limits": f"row groups of at most {ROW_GROUP_BYTES // 2**20} MB and files of at "
@@ -458,13 +461,17 @@ def _sections(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
     }
 
 
-def data_text(recipe) -> str:
-    """How every number of a row was computed, in words a consumer can reimplement."""
+def data_text(recipe, sources: list[str] = ()) -> str:
+    """How every number of a row was computed, in words a consumer can reimplement; ``sources``:
+    where the task data was read (machine paths are left out of a published card)."""
     res = recipe.resolved
     varied = sorted(k for k in [*res["grid"], *_sampled(res)] if k.startswith("task."))
     task = describe_task(res["task"])
     if varied:
         task += f" The grid or the sample varies {', '.join(f'`{k}`' for k in varied)} per run."
+    if sources:
+        read = "; ".join(re.sub(r"(/[\w.+-]+)+/?", "a local folder", s) for s in sources)
+        task += f" Read from: {read}."
     parts = [
         f"**Task** (`{res['task']['name']}`). {task}",
         "**Metrics.** `train_loss` and `train_acc` are the checkpoint's mean cross-entropy and "

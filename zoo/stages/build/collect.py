@@ -49,6 +49,7 @@ class ConfigPlan:
     name: str
     layout: Layout
     schema: pa.Schema  # every column, weights last
+    sources: tuple[str, ...] = ()  # where the task data came from (Task.source), per shard
 
 
 @dataclass
@@ -182,7 +183,7 @@ def _config_plan(name: str, members: list, runs: dict, landscape: dict, out_dir)
     layout = Layout(layouts[0].names, layouts[0].shapes, model, layouts[0].perm_spec)
     ckpts = [c for checkpoints, _, _ in members for c in checkpoints]
     ids = {c.rpartition("-")[0] for c in ckpts}
-    metrics = _metric_columns(out_dir, [pair["parquet"] for _, _, pair in members])
+    metrics, sources = _shard_columns(out_dir, [pair["parquet"] for _, _, pair in members])
     columns = {
         **metrics,
         **_hyperparameter_columns([runs[r] for r in sorted(ids)]),
@@ -192,7 +193,7 @@ def _config_plan(name: str, members: list, runs: dict, landscape: dict, out_dir)
     rest = sorted(k for k in columns if k not in FIRST_COLUMNS)
     fields += [pa.field(k, columns[k]) for k in rest]
     fields.append(pa.field("weights", pa.list_(pa.float32(), layout.num_params)))
-    return ConfigPlan(name, layout, pa.schema(fields))
+    return ConfigPlan(name, layout, pa.schema(fields), tuple(sorted(sources - {""})))
 
 
 def column_types(key: str, columns: dict[str, pa.DataType]) -> pa.DataType:
@@ -203,15 +204,18 @@ def column_types(key: str, columns: dict[str, pa.DataType]) -> pa.DataType:
     return columns[key]
 
 
-def _metric_columns(out_dir, records: list[ShardRecord]) -> dict[str, pa.DataType]:
+def _shard_columns(out_dir, records: list[ShardRecord]) -> tuple[dict[str, pa.DataType], set]:
     """The metric columns of the config's train shards (``train_<m>``, ``test_<m>``), their
-    generalization gaps, and the other columns of a train shard."""
+    generalization gaps and the other columns of a train shard; and the shards' task sources
+    (their schema metadata: the files' footers alone are read)."""
     from zoo.store.fs import open_file
 
     out = {"diverged_epoch": pa.int32(), "seed": pa.int64()}
+    sources = set()
     for rec in records:
         with open_file(Path(out_dir) / rec.path) as f:
             schema = pq.read_schema(f)
+        sources.add(json.loads((schema.metadata or {}).get(b"zoo", b"{}")).get("task_source", ""))
         for name in schema.names:
             if name.startswith(("train_", "test_")):
                 out[name] = schema.field(name).type
@@ -219,7 +223,7 @@ def _metric_columns(out_dir, records: list[ShardRecord]) -> dict[str, pa.DataTyp
     for metric in gaps:
         if f"train_{metric}" in out:
             out[f"gen_gap_{metric}"] = pa.float64()
-    return out
+    return out, sources
 
 
 def _hyperparameter_columns(runs: list[RunConfig]) -> dict[str, pa.DataType]:
