@@ -38,6 +38,10 @@ COMPRESSION = "zstd"
 # checkpoint: 0.72 vs 0.79). Each file takes whichever encodes its first row group smaller
 # (benchmarks/load_throughput.py).
 WEIGHTS_ENCODINGS = ("BYTE_STREAM_SPLIT", "PLAIN")
+# rows of a file's start on which the encodings are tried before it is written once: trying the
+# whole first row group doubled the build's cost; 16 rows pick the same encoding on the shipped
+# zoos (benchmarks/build_throughput.py, load_throughput.py)
+ENCODING_SAMPLE_ROWS = 16
 STAGE = "build"  # the manifest stage of the dataset's data files
 
 _JSON_TO_ARROW = {
@@ -121,11 +125,10 @@ def build_part(part: dict, out_dir: str, options: dict) -> list[dict]:
     ``build``, paths relative to ``out_dir``)."""
     part = BuildPart.from_dict(part)
     schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(part.schema)))
-    table = part_table(part, out_dir, schema)
-    splits = np.array([part.placement[r][0] for r in table["run_id"].to_pylist()])
+    table, bounds = part_table(part, out_dir, schema)
     records = []
-    for split in sorted(set(splits.tolist())):
-        rows = table.filter(pa.array(splits == split))
+    for split, (start, stop) in bounds.items():
+        rows = table.slice(start, stop - start)  # a view: rows are grouped by split
         for rel, data in encode_files(part.config, split, part.train_batch, rows):
             ids = rows["run_id"].to_pylist(), rows["checkpoint_id"].to_pylist()
             records.append(
@@ -134,27 +137,37 @@ def build_part(part: dict, out_dir: str, options: dict) -> list[dict]:
     return [r.to_dict() for r in records]
 
 
-def part_table(part, out_dir: str, schema: pa.Schema) -> pa.Table:
-    """The part's rows, typed by ``schema``, ordered by epoch, step, then the runs' sort keys."""
+def part_table(part, out_dir: str, schema: pa.Schema) -> tuple[pa.Table, dict[str, tuple]]:
+    """The part's rows, typed by ``schema``: grouped by split, then ordered by epoch, step and
+    the runs' sort keys; and each split's ``(start, stop)`` rows."""
     from safetensors.numpy import load as load_tensors
 
     metrics = pq.read_table(pa.BufferReader(read_verified(out_dir, part.metrics)))
-    tensors = load_tensors(read_verified(out_dir, part.weights))
-    names = json.loads(_metadata(read_verified(out_dir, part.weights))["layout"])["names"]
+    data = read_verified(out_dir, part.weights)  # one read: checked, then parsed
+    names = json.loads(_metadata(data)["layout"])["names"]
+    tensors = load_tensors(data)
+    del data
     wanted = set(part.checkpoints)
     rows = [r for r in metrics.to_pylist() if r["checkpoint_id"] in wanted]
-    rows.sort(key=lambda r: (r["epoch"], r["step"], part.placement[r["run_id"]][1]))
+    place = part.placement
+    rows.sort(key=lambda r: (place[r["run_id"]][0], r["epoch"], r["step"], place[r["run_id"]][1]))
     columns = {f.name: [] for f in schema if f.name != "weights"}
     for row in rows:
         full = _full_row(row, part.landscape.get(row["checkpoint_id"], {}))
         for name, values in columns.items():
             values.append(full.get(name))
     arrays = [_array(values, schema.field(name).type) for name, values in columns.items()]
-    flat = np.stack([_flat(tensors, r["checkpoint_id"], names) for r in rows])  # (N, P)
     p = schema.field("weights").type.list_size
+    flat = np.empty((len(rows), p), dtype=np.float32)  # (N, P), filled in place: one copy
+    for i, row in enumerate(rows):
+        _fill(flat[i], tensors, row["checkpoint_id"], names)
     weights = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), pa.float32()), p)
     table = pa.Table.from_arrays([*arrays, weights], schema=schema.remove_metadata())
-    return table.replace_schema_metadata(_table_metadata(table))
+    bounds: dict[str, tuple[int, int]] = {}
+    for i, row in enumerate(rows):
+        start, _ = bounds.get(place[row["run_id"]][0], (i, i))
+        bounds[place[row["run_id"]][0]] = (start, i + 1)
+    return table.replace_schema_metadata(_table_metadata(table)), bounds
 
 
 def _full_row(row: dict, landscape: dict) -> dict:
@@ -172,8 +185,13 @@ def _full_row(row: dict, landscape: dict) -> dict:
     return out | landscape
 
 
-def _flat(tensors: dict, ckpt: str, names: list[str]) -> np.ndarray:
-    return np.concatenate([tensors[tensor_name(ckpt, n)].reshape(-1) for n in names])
+def _fill(out: np.ndarray, tensors: dict, ckpt: str, names: list[str]) -> None:
+    """One checkpoint's flat vector written into ``out`` (its parameters in layout order)."""
+    start = 0
+    for name in names:
+        value = tensors[tensor_name(ckpt, name)].reshape(-1)
+        out[start : start + len(value)] = value
+        start += len(value)
 
 
 def _metadata(data: bytes) -> dict:
@@ -220,7 +238,7 @@ def encode_files(
     (uncompressed), zstd-compressed. Float list columns (``weights``) are written without
     dictionary or statistics (min/max of a weight vector's elements help no reader), with
     ``weights_encoding``, or (``None``) the one of ``WEIGHTS_ENCODINGS`` that encodes the file's
-    first row group smallest.
+    first ``ENCODING_SAMPLE_ROWS`` rows smallest.
     """
     row_bytes = max(1, table.nbytes // max(1, table.num_rows))
     per_file = max(1, FILE_BYTES // row_bytes)
@@ -251,7 +269,7 @@ def encode_files(
     out = []
     for i in range(count):
         rows = table.slice(i * per_file, per_file)
-        sample = rows.slice(0, per_group)
+        sample = rows.slice(0, min(per_group, ENCODING_SAMPLE_ROWS))
         best = min(trials, key=lambda e: encode(sample, e).size) if len(trials) > 1 else trials[0]
         out.append((data_file(config, split, part, i), encode(rows, best or "PLAIN").to_pybytes()))
     return out
