@@ -39,9 +39,9 @@ COMPRESSION = "zstd"
 # (benchmarks/load_throughput.py).
 WEIGHTS_ENCODINGS = ("BYTE_STREAM_SPLIT", "PLAIN")
 # rows of a file's start on which the encodings are tried before it is written once: trying the
-# whole first row group doubled the build's cost; 16 rows pick the same encoding on the shipped
+# whole first row group doubled the build's cost; 64 rows pick the same encoding on the shipped
 # zoos (benchmarks/build_throughput.py, load_throughput.py)
-ENCODING_SAMPLE_ROWS = 16
+ENCODING_SAMPLE_ROWS = 64
 STAGE = "build"  # the manifest stage of the dataset's data files
 
 _JSON_TO_ARROW = {
