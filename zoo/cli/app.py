@@ -309,10 +309,11 @@ def _print_inspect(out: Path) -> None:
 
     folder = out / DATASET_DIR
     layouts = json.loads((folder / LAYOUT_FILE).read_text())
-    rows = []
+    rows, labelled = [], []
     for config in layouts:
         for split, ds in datasets.load_dataset(str(folder), config).items():
             rows.append((config, split, len(ds), _inspect_cells(ds, layouts[config])))
+            labelled += _coverage_rows(ds)
     phased = any(cells[-1] for *_, cells in rows)
     table = Table(title=f"zoo {out}")
     columns = ("config", "split", "rows", "runs", "params", "status", "test_acc (last epoch)")
@@ -321,6 +322,45 @@ def _print_inspect(out: Path) -> None:
     for config, split, n, cells in rows:
         table.add_row(config, split, str(n), *(cells if phased else cells[:-1]))
     Console().print(table)
+    _print_coverage(labelled)
+
+
+def _coverage_rows(ds) -> list[dict]:
+    """The columns phase coverage reads, as rows (none without a phase column)."""
+    from zoo.stages.build.phasecard import COVERAGE_COLUMNS
+
+    if "phase" not in ds.features:
+        return []
+    keep = [c for c in ds.column_names if c in COVERAGE_COLUMNS or "__" in c]
+    return ds.select_columns(keep).to_list()
+
+
+def _print_coverage(rows: list[dict]) -> None:
+    """Which phases the zoo covers, where each grid axis changes the label, uncertain cells."""
+    from zoo.stages.build.phasecard import axis_name, coverage_summary
+    from zoo.stages.landscape.coverage import phase_coverage
+
+    cov = phase_coverage(rows)
+    if cov is None:
+        return
+    print_out(coverage_summary(cov))
+    if cov.steps:
+        steps = Table(title="where the phase label changes along each grid axis")
+        for col in ("axis", "step", "lines that change", "changes"):
+            steps.add_column(col)
+        for s in cov.steps:
+            changes = ", ".join(f"{k} x{n}" for k, n in sorted(s.changes.items())) or "-"
+            steps.add_row(
+                axis_name(s.axis), f"{s.low} -> {s.high}", f"{s.changed}/{s.lines}", changes
+            )
+        Console().print(steps)
+    if cov.uncertain:
+        unsure = Table(title=f"{len(cov.uncertain)} uncertain cells (an input near its threshold)")
+        for col in (*map(axis_name, cov.axes), "phase", "near"):
+            unsure.add_column(col)
+        for u in cov.uncertain:
+            unsure.add_row(*(str(u.values.get(a)) for a in cov.axes), u.phase, u.near)
+        Console().print(unsure)
 
 
 def _inspect_cells(ds, layout: dict) -> list[str]:

@@ -28,6 +28,8 @@ from zoo.errors import BuildError
 from zoo.layout import Layout
 from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource, split_of
 from zoo.stages.build.parquet import FILE_BYTES, ROW_GROUP_BYTES
+from zoo.stages.build.phasecard import coverage_of_tables, render_coverage
+
 TEMPLATE = resource("cards", "dataset_card.md")
 TAGS = ["weight-space-learning", "model-zoo", "neural-network-weights", "zoo"]
 
@@ -404,6 +406,7 @@ def _sections(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
         "grid_table": _varies_table(res),
         "fixed_yaml": yaml.safe_dump(fixed, sort_keys=False).strip(),
         "counts": _counts(summary),
+        "coverage": render_coverage(coverage_of_tables([p.table for p in summary])),
         "figures": _figures(folder),
         "load_snippet": load_snippet(first.name, _load_split(first)),
         "layout_table": _layout_table(first.layout),

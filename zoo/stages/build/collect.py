@@ -115,7 +115,8 @@ def attach_landscape(configs: dict[str, ConfigRows], recipe: Recipe, out_dir: Pa
         return
     by_ckpt = {r["checkpoint_id"]: r for r in rows}
     if "phase" in recipe.resolved["landscape"]["metrics"]:
-        labels = label_cells(cell_inputs(rows), recipe.resolved["landscape"]["phase"])
+        trains = {r.cell_id: r.train for r in expand_recipe(recipe)}  # v2: optimizer bounds
+        labels = label_cells(cell_inputs(rows), recipe.resolved["landscape"]["phase"], trains)
         for row in rows:
             row.update(labels[(row["cell_id"], row["epoch"])])
     keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in FIRST_COLUMNS]
