@@ -415,6 +415,53 @@ def landscape(
 
 
 @app.command()
+def study(
+    out: OutArg,
+    kind: Annotated[str, typer.Argument(help="averaging, pruning or transfer.")],
+    set: SetOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+    json_log: JsonLogOpt = None,
+):
+    """Study what the phases mean downstream, then rebuild the dataset with the study as the
+    config study_KIND (resumable).
+
+    averaging: each cell's seeds averaged, plain and after weight matching, vs the endpoints.
+    pruning: global magnitude pruning at several sparsities, with and without a fine-tune.
+    transfer: linear probe and full fine-tune on a second task vs training from scratch.
+    Settings: the recipe's `studies:` section (--set studies.transfer.epochs=3 changes it and
+    is written to OUT/recipe.yaml). Example: zoo study out/teacher_mlp_phases averaging
+    """
+    from zoo.stages.study import check_kind, plan_study, study_stage
+    from zoo.store.fs import atomic_write_bytes
+
+    try:
+        rec = load_recipe(out / RECIPE_FILE, [f"output.dir={out}", *(set or [])])
+        check_kind(kind)
+        batches = plan_study(rec, kind)
+        if set:  # the build publishes the study of the recipe it reads
+            atomic_write_bytes(out / RECIPE_FILE, rec.to_yaml().encode())
+        opts = _options(rec, workers, scheduler, device)
+
+        def run_kind(recipe, options, log, **kwargs):
+            return _pipeline().study(recipe, kind, options, log, **kwargs)
+
+        summary = _stage(study_stage(kind), batches, run_kind, rec, opts, quiet, json_log)
+        _pipeline().raise_for_failures(
+            summary, rec, stage=study_stage(kind), command=f"zoo study {out} {kind}"
+        )
+        folder = build_dataset(rec, out)
+    except ZooError as err:
+        _fail(err)
+    console.print(
+        f"studied {kind} and rebuilt {folder}\n  datasets.load_dataset("
+        f"{str(folder)!r}, {study_stage(kind)!r})"
+    )
+
+
+@app.command()
 def plot(
     out: OutArg,
     x: Annotated[str, typer.Option(help="Grid key on the x axis, e.g. train.lr.")],

@@ -28,7 +28,8 @@ from zoo.errors import BuildError
 from zoo.layout import Layout
 from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource, split_of
 from zoo.stages.build.parquet import FILE_BYTES, ROW_GROUP_BYTES
-from zoo.stages.build.phasecard import coverage_of_tables, render_coverage
+from zoo.stages.build.phasecard import coverage_of_tables, render_coverage, render_studies
+from zoo.stages.build.studies import study_config, study_info
 
 TEMPLATE = resource("cards", "dataset_card.md")
 TAGS = ["weight-space-learning", "model-zoo", "neural-network-weights", "zoo"]
@@ -94,9 +95,11 @@ class ConfigSummary:
     counts: dict[str, int]
 
 
-def yaml_header(recipe, summary: list[ConfigSummary], folder: Path | None = None) -> dict:
-    """The card's YAML: configs with data_files per split, features and split sizes per config,
-    license, tags, size category."""
+def yaml_header(
+    recipe, summary: list[ConfigSummary], folder: Path | None = None, studies: tuple = ()
+) -> dict:
+    """The card's YAML: configs with data_files per split, features and split sizes per config
+    (``studies``: the study configs after the weight configs), license, tags, size category."""
     configs = []
     for i, part in enumerate(summary):
         files = [
@@ -107,7 +110,9 @@ def yaml_header(recipe, summary: list[ConfigSummary], folder: Path | None = None
         if i == 0:
             entry["default"] = True
         configs.append(entry)
+    configs += [study_config(s) for s in studies]
     infos = DatasetInfosDict({p.name: _dataset_info(recipe, p, folder) for p in summary})
+    infos.update({s.name: study_info(s, folder) for s in studies})
     card_data = DatasetCardData()
     infos.to_dataset_card_data(card_data)
     info_list = card_data["dataset_info"]  # one config gives a mapping: keep the list form
@@ -345,7 +350,8 @@ def _load_split(part: ConfigSummary) -> str:
 
 
 def render_card(
-    recipe, summary: list[ConfigSummary], folder: Path, column_docs: dict[str, str] | None = None
+    recipe, summary: list[ConfigSummary], folder: Path, column_docs: dict[str, str] | None = None,
+    studies: tuple = (),
 ) -> str:
     """Fill ``cards/dataset_card.md`` from the recipe, the built tables and the folder.
 
@@ -355,15 +361,21 @@ def render_card(
             :class:`ConfigSummary` per config (its Parquet files already under ``folder``).
         folder: the dataset folder; its ``images/*.png`` become the Figures section.
         column_docs: column -> meaning, merged over the built-in descriptions.
+        studies: the study configs the build wrote (:mod:`zoo.stages.build.studies`).
     Returns:
         the card's text; ``huggingface_hub.DatasetCard`` has parsed its header.
     """
     folder = Path(folder)
     values = {**_overview(recipe, summary, folder), **_sections(recipe, summary, folder)}
     values["columns_table"] = _columns_table(summary[0].table, column_docs)
+    values["studies"] = render_studies(studies)
+    if studies:
+        values["yaml_header"] = yaml.safe_dump(
+            yaml_header(recipe, summary, folder, studies), sort_keys=False, allow_unicode=True
+        ).strip()
     text = string.Template(TEMPLATE.read_text()).substitute(values)
     text = re.sub(r"\n{3,}", "\n\n", text)  # sections left empty leave no gaps
-    check_card(text, [p.name for p in summary])
+    check_card(text, [p.name for p in summary] + [s.name for s in studies])
     return text
 
 

@@ -25,12 +25,21 @@ import numpy as np
 import pyarrow as pa
 
 from zoo.errors import BuildError
-from zoo.naming import CARD_FILE, DATA_DIR, DATASET_DIR, IMAGES_DIR, LAYOUT_FILE, RECIPE_FILE, split_of
+from zoo.naming import (
+    CARD_FILE,
+    DATA_DIR,
+    DATASET_DIR,
+    IMAGES_DIR,
+    LAYOUT_FILE,
+    RECIPE_FILE,
+    split_of,
+)
 from zoo.recipe import Recipe, expand_recipe
 from zoo.stages.build.card import ConfigSummary, render_card
 from zoo.stages.build.collect import ConfigRows, attach_landscape, collect
 from zoo.stages.build.parquet import to_table, with_metadata, write_parquet_files
 from zoo.stages.build.plot import plot_metrics
+from zoo.stages.build.studies import labels_of, publish_studies
 from zoo.stages.landscape import COLUMN_DOCS as LANDSCAPE_DOCS
 from zoo.store.fs import atomic_write_bytes
 
@@ -66,7 +75,9 @@ def build_dataset(recipe: Recipe, out_dir: str | Path) -> Path:
     layouts = {s.name: s.layout.to_dict() for s in summary}
     atomic_write_bytes(folder / LAYOUT_FILE, json.dumps(layouts, indent=1).encode())
     atomic_write_bytes(folder / RECIPE_FILE, recipe.to_yaml().encode())
-    card = render_card(recipe, summary, folder, column_docs=LANDSCAPE_DOCS)
+    labels = {k: v for rows in configs.values() for k, v in labels_of(rows.columns).items()}
+    studies = publish_studies(recipe, out_dir, folder, labels)  # configs study_<kind>
+    card = render_card(recipe, summary, folder, column_docs=LANDSCAPE_DOCS, studies=studies)
     atomic_write_bytes(folder / CARD_FILE, card.encode())
     return folder
 

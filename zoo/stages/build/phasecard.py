@@ -1,12 +1,17 @@
-"""The card's phase sections: coverage of the phases (which, where the label changes, which
-cells are uncertain), as Markdown. Kept apart from :mod:`zoo.stages.build.card`, which calls
-it once per section."""
+"""The card's phase sections, as Markdown: coverage of the phases (which, where the label
+changes, which cells are uncertain) and the studies (effects per phase, the test of whether the
+phases differ, a figure). Kept apart from :mod:`zoo.stages.build.card`, which calls it once per
+section."""
 
 from __future__ import annotations
+
+import math
 
 import pyarrow as pa
 
 from zoo.stages.landscape.coverage import Coverage, phase_coverage
+from zoo.stages.landscape.phases import PHASES
+from zoo.stages.study import COLUMN_DOCS as STUDY_DOCS
 
 COVERAGE_COLUMNS = ("cell_id", "epoch", "phase", "phase_rule", "phase_uncertain", "phase_near")
 
@@ -80,3 +85,69 @@ def render_coverage(cov: Coverage | None) -> str:
     elif cov.rule.endswith("v2"):
         parts.append("No cell is uncertain (no input within the rule's band of a threshold).")
     return "\n\n".join(parts)
+
+
+def _effect_cell(per_phase: dict, phase: str) -> str:
+    if phase not in per_phase:
+        return "–"
+    n, mean, std = per_phase[phase]
+    spread = f" ± {std:.3f}" if math.isfinite(std) else ""
+    return f"{mean:+.3f}{spread} ({n})"
+
+
+def render_effects(effects) -> str:
+    """A Markdown table: one row per effect, one column per phase, the test's p and η²."""
+    phases = [p for p in PHASES if any(p in e.per_phase for e in effects)]
+    rows = [
+        [
+            f"`{e.column}`",
+            *(_effect_cell(e.per_phase, p) for p in phases),
+            f"{e.p_value:.4f}" if math.isfinite(e.p_value) else "–",
+            f"{e.eta2:.2f}" if math.isfinite(e.eta2) else "–",
+        ]
+        for e in effects
+    ]
+    return _table(["effect", *phases, "p (permutation)", "η²"], rows)
+
+
+def render_studies(studies) -> str:
+    """The card's "Studies" section: per study, its effects per phase, the test of whether the
+    phases differ, its figure and its columns ("" without studies)."""
+    if not studies:
+        return ""
+    perms = next((e.permutations for s in studies for e in s.effects), 0)
+    parts = [
+        "## Studies",
+        "What the phases mean downstream, computed by `zoo study OUT KIND` on this zoo's "
+        "checkpoints. Each study is its own config (one split, `train`), one row per cell "
+        "(averaging) or per checkpoint (pruning: per checkpoint and sparsity), with the cell's "
+        "phase. Tables: per phase, the mean effect ± its standard deviation across cells "
+        "(cells); p: a permutation test of whether the phases differ (the one-way ANOVA F of "
+        f"the cell effects against {perms:,} shuffles of the phase labels across cells); η²: "
+        "the share of the spread between cells that the phases explain.",
+    ]
+    for s in studies:
+        parts.append(f"### {s.kind} (`{s.name}`, {s.counts['train']:,} rows)")
+        parts.append(STUDY_TEXT.get(s.kind, ""))
+        if s.effects:
+            parts.append(f"At epoch {s.effects[0].epoch}:\n\n" + render_effects(s.effects))
+        if s.image:
+            parts.append(f"![{s.name}]({s.image})")
+        docs = STUDY_DOCS.get(s.kind, {})
+        columns = [c for c in s.table.column_names if c in docs]
+        parts.append(_table(["column", "meaning"], [[f"`{c}`", docs[c]] for c in columns]))
+    return "\n\n".join(p for p in parts if p)
+
+
+STUDY_TEXT = {
+    "averaging": "Each cell's seeds averaged in weight space, plainly and after weight matching "
+    "every seed to the first (Git Re-Basin), scored on the test set against the mean of the "
+    "seeds themselves. A gain near 0 means the seeds share a basin (up to permutation).",
+    "pruning": "Global magnitude pruning of the weight matrices at each sparsity, scored as "
+    "pruned and after a short fine-tune with the mask fixed (sparsity 0: the fine-tune alone). "
+    "A drop near 0 means the checkpoint is robust to losing its smallest weights.",
+    "transfer": "Each checkpoint's hidden layers with a fresh readout, trained on a second task "
+    "for a fixed budget: the readout alone (linear probe) and every weight (full fine-tune), "
+    "against the same budget from the run's initialization (from scratch; probe: random "
+    "features). A gain above 0 means the checkpoint is a better start than its initialization.",
+}
