@@ -247,3 +247,43 @@ def test_label_edge_cases():
     assert label(True, False, math.nan, 0.01, 0.5, 0.5) == "unknown"
     assert label(True, False, 0.0, 0.01, math.nan, 0.5) == "IV"
     assert label(False, False, 0.0, 0.01, 0.5, 0.5) == "II"
+
+
+def test_coverage_reports_phases_axis_changes_and_uncertain_cells():
+    from zoo.stages.build.phasecard import render_coverage
+    from zoo.stages.landscape.coverage import Coverage, phase_coverage
+
+    table = {(4, 8): "III", (4, 64): "III", (64, 8): "IV-B", (64, 64): "II"}
+    rows = [
+        {
+            "cell_id": f"{w}-{b}",
+            "epoch": e,
+            "phase": p if e == 10 else "I",
+            "seed": s,
+            "phase_rule": RULE_V2,
+            "model__width": w,
+            "train__batch_size": b,
+            "train__lr": 0.1,
+            "phase_uncertain": (w, b) == (64, 64),
+            "phase_near": "sharp" if (w, b) == (64, 64) else "",
+        }
+        for (w, b), p in table.items()
+        for e in (3, 10)
+        for s in (0, 1)
+    ]
+    cov = phase_coverage(rows)
+    assert cov.epoch == 10 and cov.cells == 4 and cov.axes == ("model__width", "train__batch_size")
+    assert cov.covered == ("II", "III", "IV-B") and cov.missing == ("I", "IV-A")
+    steps = {(s.axis, s.low, s.high): (s.lines, s.changes) for s in cov.steps}
+    assert steps[("model__width", 4, 64)] == (2, {"III->IV-B": 1, "III->II": 1})
+    assert steps[("train__batch_size", 8, 64)] == (2, {"IV-B->II": 1})
+    assert [(u.values, u.phase, u.near) for u in cov.uncertain] == [
+        ({"model__width": 64, "train__batch_size": 64}, "II", "sharp")
+    ]
+    assert Coverage.from_dict(cov.to_dict()) == cov
+    assert phase_coverage(rows, epoch=3).covered == ("I",)
+    text = render_coverage(cov)
+    assert "3 of 5 phases covered, missing: I, IV-A" in text
+    assert "| `model.width` | 4 → 64 | 2 of 2 | III → II ×1, III → IV-B ×1 |" in text
+    assert "| 64 | 64 | II | sharp |" in text
+    assert phase_coverage([{**r, "phase": None} for r in rows]) is None
