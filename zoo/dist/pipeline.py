@@ -84,8 +84,12 @@ def landscape(
 
 
 def study(
-    recipe: Recipe, kind: str, options: ExecOptions | None = None,
-    progress: Progress | None = None, batches: list | None = None, **kwargs,
+    recipe: Recipe,
+    kind: str,
+    options: ExecOptions | None = None,
+    progress: Progress | None = None,
+    batches: list | None = None,
+    **kwargs,
 ) -> RunSummary:
     """Run study ``kind`` (averaging, pruning, transfer) on the trained checkpoints (resumable:
     batches whose shard the manifest holds are skipped; ``batches``: the study's plan, when the
@@ -95,5 +99,13 @@ def study(
 
     options = options or ExecOptions.from_recipe(recipe.execution)
     batches = plan_study(recipe, kind) if batches is None else batches
-    return run_stage(study_stage(kind), batches, study_task, recipe.out_dir, options, progress,
-                     done_exts=("parquet",), **kwargs)
+    return run_stage(
+        study_stage(kind),
+        batches,
+        study_task,
+        recipe.out_dir,
+        options,
+        progress,
+        done_exts=("parquet",),
+        **kwargs,
+    )

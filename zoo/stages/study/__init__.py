@@ -45,7 +45,8 @@ COLUMN_DOCS = {
 
 
 def study_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
-    """One Dask task: run a study batch, write its shard, return the receipt."""
+    """One Dask task: run a study batch, write its shard, return the receipt. It runs on the
+    worker's CPU threads, as the landscape stage does (``options["device"]`` is not used)."""
     sb = StudyBatch.from_dict(batch)
     table = STUDIES[sb.kind](StudyContext.load(sb, out_dir))
     ckpts = (
