@@ -28,6 +28,8 @@ from zoo.errors import BuildError
 from zoo.layout import Layout
 from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource
 from zoo.stages.build.parquet import FILE_BYTES, ROW_GROUP_BYTES
+from zoo.stages.build.phasecard import coverage_of_tables, render_coverage, render_studies
+from zoo.stages.build.studies import study_config, study_info
 from zoo.stages.landscape.phases import describe_rule
 from zoo.store.fs import file_size, list_files, open_file
 from zoo.tasks import describe_task
@@ -127,9 +129,11 @@ def yaml_header(
     summary: list[ConfigSummary],
     folder: Path | None = None,
     metadata: ConfigSummary | None = None,
+    studies: tuple = (),
 ) -> dict:
     """The card's YAML: configs with data_files per split, features and split sizes per config
-    (the ``metadata`` config last), license, tags, size category."""
+    (the ``metadata`` config after the weight configs, then ``studies``), license, tags, size
+    category."""
     configs = []
     summary = [*summary, metadata] if metadata else summary
     for i, part in enumerate(summary):
@@ -141,12 +145,14 @@ def yaml_header(
         if i == 0:
             entry["default"] = True
         configs.append(entry)
+    configs += [study_config(s) for s in studies]
     infos = DatasetInfosDict({p.name: _dataset_info(recipe, p, folder) for p in summary})
+    infos.update({s.name: study_info(s, folder) for s in studies})
     card_data = DatasetCardData()
     infos.to_dataset_card_data(card_data)
     info_list = card_data["dataset_info"]  # one config gives a mapping: keep the list form
     info_list = info_list if isinstance(info_list, list) else [info_list]
-    order = [p.name for p in summary]  # the configs' order, not the alphabet's
+    order = [c["config_name"] for c in configs]  # the configs' order, not the alphabet's
     info_list = sorted(
         (_features_first(i) for i in info_list), key=lambda i: order.index(i["config_name"])
     )
@@ -402,6 +408,7 @@ def render_card(
     folder: Path,
     column_docs: dict[str, str] | None = None,
     metadata: ConfigSummary | None = None,
+    studies: tuple = (),
 ) -> str:
     """Fill ``cards/dataset_card.md`` from the recipe, the built tables and the folder.
 
@@ -412,22 +419,27 @@ def render_card(
         folder: the dataset folder; its ``images/*.png`` become the Figures section.
         column_docs: column -> meaning, merged over the built-in descriptions.
         metadata: the ``metadata`` config (every column but the weights, of every row).
+        studies: the study configs the build wrote (:mod:`zoo.stages.build.studies`).
     Returns:
         the card's text; ``huggingface_hub.DatasetCard`` has parsed its header.
     """
     folder = Path(folder)
     values = {
-        **_overview(recipe, summary, folder, metadata),
+        **_overview(recipe, summary, folder, metadata, studies),
         **_sections(recipe, summary, folder, metadata),
     }
     values["columns_table"] = _columns_table(summary[0].schema, column_docs)
+    values["studies"] = render_studies(studies)
     text = string.Template(TEMPLATE.read_text()).substitute(values)
     text = re.sub(r"\n{3,}", "\n\n", text)  # sections left empty leave no gaps
-    check_card(text, [p.name for p in summary] + ([metadata.name] if metadata else []))
+    extra = ([metadata.name] if metadata else []) + [s.name for s in studies]
+    check_card(text, [p.name for p in summary] + extra)
     return text
 
 
-def _overview(recipe, summary: list[ConfigSummary], folder: Path, metadata=None) -> dict:
+def _overview(
+    recipe, summary: list[ConfigSummary], folder: Path, metadata=None, studies=()
+) -> dict:
     """The header and the overview table's values."""
     res = recipe.resolved
     tables = [p.table for p in summary]
@@ -435,7 +447,7 @@ def _overview(recipe, summary: list[ConfigSummary], folder: Path, metadata=None)
     status = Counter(s for t in tables for s in t["status"].to_pylist())
     total = sum(sum(_file_bytes(folder, p.files).values()) for p in summary)
     raw = sum(p.table.num_rows * p.layout.num_params * 4 for p in summary)
-    header = yaml_header(recipe, summary, folder, metadata)
+    header = yaml_header(recipe, summary, folder, metadata, studies)
     return {
         "yaml_header": yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(),
         "pretty_name": recipe.name,
@@ -466,6 +478,7 @@ def _sections(recipe, summary: list[ConfigSummary], folder: Path, metadata=None)
         "grid_table": _varies_table(res),
         "fixed_yaml": yaml.safe_dump(fixed, sort_keys=False).strip(),
         "counts": _counts(summary),
+        "coverage": render_coverage(coverage_of_tables([p.table for p in summary])),
         "figures": _figures(folder),
         "load_snippet": load_snippet(first.name, _load_split(first)),
         "layout_tables": "\n\n".join(f"`{c.name}`:\n\n{_layout_table(c.layout)}" for c in summary),

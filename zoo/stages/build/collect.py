@@ -351,7 +351,8 @@ def landscape_rows(recipe: Recipe, out_dir, manifest: Manifest | None = None) ->
         if rec.batch_id in wanted and rec.ext == "parquet":
             rows += pq.read_table(pa.BufferReader(read_verified(out_dir, rec))).to_pylist()
     if rows and "phase" in settings["metrics"]:
-        labels = label_cells(cell_inputs(rows), settings["phase"])
+        trains = {r.cell_id: r.train for r in expand_recipe(recipe)}  # v2: optimizer bounds
+        labels = label_cells(cell_inputs(rows), settings["phase"], trains)
         for row in rows:
             row.update(labels[(row["cell_id"], row["epoch"])])
     drop = set(FIRST_COLUMNS) - {"checkpoint_id"}

@@ -48,6 +48,7 @@ from zoo.stages.build.parquet import (
     table_metadata,
 )
 from zoo.stages.build.plot import plot_metrics
+from zoo.stages.build.studies import labels_of, publish_studies
 from zoo.stages.landscape import COLUMN_DOCS as LANDSCAPE_DOCS
 from zoo.store.fs import atomic_write_bytes, file_size, list_files, open_file, remove
 from zoo.store.manifest import Manifest, ShardRecord
@@ -93,9 +94,24 @@ def finish_build(recipe: Recipe, out_dir: str | Path, plan: BuildPlan) -> Path:
     atomic_write_bytes(folder / RECIPE_FILE, published_recipe(recipe).encode())
     remove(folder / IMAGES_DIR)
     draw_figures(configs, recipe, folder)
-    card = render_card(recipe, configs, folder, column_docs=LANDSCAPE_DOCS, metadata=metadata)
+    labels = {k: v for c in configs for k, v in labels_of(_label_columns(c.table)).items()}
+    studies = publish_studies(recipe, out_dir, folder, labels)  # configs study_<kind>
+    card = render_card(
+        recipe,
+        configs,
+        folder,
+        column_docs=LANDSCAPE_DOCS,
+        metadata=metadata,
+        studies=studies,
+    )
     atomic_write_bytes(folder / CARD_FILE, card.encode())
     return folder
+
+
+def _label_columns(table) -> dict[str, list]:
+    """The columns a cell's phase label is read from (:func:`labels_of`)."""
+    names = [n for n in ("cell_id", "epoch", "phase", "phase_uncertain") if n in table.column_names]
+    return table.select(names).to_pydict()
 
 
 def write_metadata(
