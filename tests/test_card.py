@@ -179,3 +179,12 @@ def test_the_metadata_config_holds_every_row_but_no_weight(folder):
     card = DatasetCard((folder / "README.md").read_text())
     names = [c["config_name"] for c in card.data.to_dict()["configs"]]
     assert names == ["mlp_d1_w8", "metadata"]
+
+
+def test_the_published_recipe_carries_no_machine_path(tmp_path):
+    """Issue 13: the same zoo built in two folders publishes the same recipe.yaml."""
+    files = [
+        (zoo.run(tiny_recipe(tmp_path / name / "deep" / "out")) / "recipe.yaml").read_bytes()
+        for name in ("a", "b")
+    ]
+    assert files[0] == files[1] and str(tmp_path).encode() not in files[0]
