@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from zoo.layout import Layout, PermutationSpec
-from zoo.naming import LAYOUT_FILE
+from zoo.naming import CARD_FILE, LAYOUT_FILE
 from zoo.stages.build import parquet
 
 CONFIG = "synthetic_w8"
@@ -30,7 +30,7 @@ def synthetic_layout(params: int) -> Layout:
 def synthetic_zoo(
     folder: Path, *, batches: int = 4, runs: int = 128, epochs: int = 10, params: int = 520
 ) -> Path:
-    """Write the zoo under ``folder`` (``data/``, ``layout.json``); rows ordered as the build
+    """Write the zoo under ``folder`` (``data/``, ``layout.json``, a card); rows ordered as the build
     orders them (epoch, then the lr grid, then seed) and written with its row groups."""
     rng = np.random.default_rng(0)
     layout = synthetic_layout(params)
@@ -56,4 +56,17 @@ def synthetic_zoo(
             (folder / rel).parent.mkdir(parents=True, exist_ok=True)
             (folder / rel).write_bytes(data)
     (folder / LAYOUT_FILE).write_text(json.dumps({CONFIG: layout.to_dict()}))
+    (folder / CARD_FILE).write_text(CARD)
     return folder
+
+
+# the card's YAML that `datasets.load_dataset(folder, CONFIG)` reads the files by
+CARD = f"""---
+configs:
+- config_name: {CONFIG}
+  data_files:
+  - split: train
+    path: data/{CONFIG}/train-*.parquet
+---
+A synthetic zoo (random weights) for tests and benchmarks.
+"""

@@ -34,24 +34,31 @@ def _is_number(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) and kind != pa.uint64() or pa.types.is_floating(kind)
 
 
-def _matrix(column: pa.ChunkedArray, owned: bool) -> torch.Tensor | None:
-    """A fixed-length float list column as one ``(N, n)`` tensor: a view of the Arrow buffer
-    where ``owned`` (rows just gathered by a ``take``: nobody else holds them), else copied
-    once out of it; ``None`` where a row is null (the plain torch format handles those)."""
+def chunk_views(column: pa.ChunkedArray) -> list[np.ndarray]:
+    """A fixed-length float list column's chunks as ``(rows, n)`` numpy views of the Arrow
+    buffers (no copy: read-only where the table is memory-mapped)."""
+    n = column.type.list_size
+    return [c.flatten().to_numpy(zero_copy_only=False).reshape(len(c), n) for c in column.chunks]
+
+
+def _matrix(column: pa.ChunkedArray) -> torch.Tensor | None:
+    """A fixed-length float list column as one ``(N, n)`` tensor, copied once out of the
+    Arrow buffers; ``None`` where a row is null (the plain torch format handles those)."""
     if column.null_count:
         return None
-    n = column.type.list_size
-    values = column.combine_chunks().flatten() if column.num_chunks != 1 else None
-    values = values if values is not None else column.chunk(0).flatten()
-    dtype = torch.from_numpy(np.empty(0, values.type.to_pandas_dtype())).dtype
-    if owned and column.num_chunks == 1 and len(values):
-        size = dtype.itemsize
-        flat = torch.frombuffer(
-            values.buffers()[1], dtype=dtype, count=len(values), offset=values.offset * size
-        )
-    else:
-        flat = torch.from_numpy(np.array(values.to_numpy(zero_copy_only=False)))  # one copy
-    return flat.reshape(len(column), n)
+    views = [v for v in chunk_views(column) if len(v)]
+    if len(views) != 1:
+        n, dtype = column.type.list_size, column.type.value_type.to_pandas_dtype()
+        return torch.from_numpy(np.concatenate(views) if views else np.empty((0, n), dtype))
+    return torch.from_numpy(np.array(views[0]))
+
+
+def gather_rows(views: list[np.ndarray], starts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of the matrix cut into ``views`` (chunk k starts at row ``starts[k]``),
+    stacked in one copy. (Arrow's ``take`` concatenates every chunk of a fixed-size list
+    column first: a copy of the whole column per batch.)"""
+    which = np.searchsorted(starts, rows, side="right") - 1
+    return np.stack([views[k][r - starts[k]] for k, r in zip(which, rows, strict=True)])
 
 
 def _vector(column: pa.ChunkedArray) -> torch.Tensor | None:
@@ -74,20 +81,23 @@ class WeightsFormatter(TorchFormatter):
             default = torch.int64 if tensor.dtype != torch.bool else torch.bool
         return tensor.to(**{"dtype": default, **self.torch_tensor_kwargs})
 
-    def fast_columns(self, pa_table: pa.Table, owned: bool = False) -> dict[str, torch.Tensor]:
+    def fast_columns(self, pa_table: pa.Table) -> dict[str, torch.Tensor]:
         """The columns this formatter reads itself (float lists, numbers), as tensors."""
         fast = {}
         for name, column in zip(pa_table.column_names, pa_table.columns, strict=True):
-            tensor = _matrix(column, owned) if is_float_matrix(column.type) else _vector(column)
+            tensor = _matrix(column) if is_float_matrix(column.type) else _vector(column)
             if tensor is not None:
                 fast[name] = self._convert(tensor)
         return fast
 
-    def format_batch(self, pa_table: pa.Table, owned: bool = False) -> dict:
-        fast = self.fast_columns(pa_table, owned)
+    def format_batch(self, pa_table: pa.Table, ready: dict | None = None) -> dict:
+        """A batch; ``ready``: more columns, gathered already (name -> tensor), placed last."""
+        fast = self.fast_columns(pa_table)
         rest = pa_table.drop_columns(list(fast))
         out = super().format_batch(rest) if rest.num_columns else {}
-        return {name: fast[name] if name in fast else out[name] for name in pa_table.column_names}
+        out.update(fast)
+        out.update({name: self._convert(t) for name, t in (ready or {}).items()})
+        return {name: out[name] for name in [*pa_table.column_names, *(ready or {})]}
 
     def format_row(self, pa_table: pa.Table) -> dict:
         fast = self.fast_columns(pa_table)
@@ -119,29 +129,44 @@ class ZooDataset(datasets.Dataset):
         columns = kwargs.get("format_columns", self._format_columns)
         every = kwargs.get("output_all_columns", self._output_all_columns)
         if isinstance(key, list | np.ndarray) and len(key) and not every:
-            return formatter.format_batch(self._take(key, columns), owned=True)
+            return self._gather(key, formatter, columns)
         table = query_table(self._data, key, indices=self._indices)
         return format_table(
             table, key, formatter=formatter, format_columns=columns, output_all_columns=every
         )
 
-    def _take(self, keys, columns: list[str] | None) -> pa.Table:
-        """The rows at ``keys`` (and ``columns``) gathered by one Arrow ``take``: one copy
-        (``datasets`` slices each row apart, then every column holds as many chunks as rows)."""
+    def _gather(self, keys, formatter: WeightsFormatter, columns: list[str] | None) -> dict:
+        """The rows at ``keys`` (a list of indices), formatted as a batch: float list columns
+        gathered from their chunks in one copy, the others by one Arrow ``take`` (``datasets``
+        slices each row apart, after which every column holds as many chunks as rows)."""
         n = len(self)
         rows = np.asarray(keys, dtype=np.int64)
         if rows.min() < -n or rows.max() >= n:
-            raise IndexError(
-                f"Invalid key: {rows.min()} or {rows.max()} is out of bounds for size {n}"
-            )
+            raise IndexError(f"Invalid key: {keys} is out of bounds for size {n}")
         rows = rows % n  # negative indices count back
         if self._indices is not None:
-            rows = self._indices.column(0).take(pa.array(rows)).to_numpy()
+            rows = self._indices.column(0).take(pa.array(rows)).to_numpy().astype(np.int64)
         table = self._data.table
-        if columns is not None:  # in the table's order, as datasets' own formatting keeps it
-            keep = set(columns)
-            table = table.select([c for c in table.column_names if c in keep])
-        return table.take(pa.array(rows))
+        keep = set(columns or table.column_names)
+        names = [c for c in table.column_names if c in keep]
+        ready = {}
+        for name in names:
+            column = table.column(name)
+            if is_float_matrix(column.type) and not column.null_count:
+                views, starts = self._views(name, column)
+                ready[name] = torch.from_numpy(gather_rows(views, starts, rows))
+        rest = table.select([c for c in names if c not in ready]).take(pa.array(rows))
+        batch = formatter.format_batch(rest, ready)
+        return {name: batch[name] for name in names}
+
+    def _views(self, name: str, column: pa.ChunkedArray) -> tuple[list, np.ndarray]:
+        """``chunk_views`` of a column and each chunk's first row, made once per table."""
+        cache = self.__dict__.setdefault("_zoo_views", {})
+        held = cache.get(name)
+        if held is None or held[0] is not self._data:  # the table it was made from, kept alive
+            lengths = [len(c) for c in column.chunks]
+            held = cache[name] = (self._data, chunk_views(column), np.cumsum([0, *lengths[:-1]]))
+        return held[1], held[2]
 
     def __getitems__(self, keys: list) -> list:
         """The rows at ``keys`` (a ``DataLoader``'s batch of indices), gathered and formatted
