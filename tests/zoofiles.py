@@ -30,8 +30,8 @@ def synthetic_layout(params: int) -> Layout:
 def synthetic_zoo(
     folder: Path, *, batches: int = 4, runs: int = 128, epochs: int = 10, params: int = 520
 ) -> Path:
-    """Write the zoo under ``folder`` (``data/``, ``layout.json``, a card); rows ordered as the build
-    orders them (epoch, then the lr grid, then seed) and written with its row groups."""
+    """Write the zoo under ``folder`` (``data/``, ``layout.json``, a card); rows ordered as the
+    build orders them (epoch, then the lr grid, then seed) and written with its row groups."""
     rng = np.random.default_rng(0)
     layout = synthetic_layout(params)
     for b in range(batches):
