@@ -26,6 +26,7 @@ from zoo.layout import Layout
 from zoo.naming import DATA_DIR, LAYOUT_FILE
 from zoo.nn.architectures import to_module
 from zoo.store.dataset import dataset_folder
+from zoo.weightspace.functional import to_layers
 
 
 class LoadedZoo(NamedTuple):
@@ -43,8 +44,10 @@ class LoadedZoo(NamedTuple):
         return to_module(row, self.layout)
 
 
-def iter_weights(dataset, batch_size: int = 256) -> Iterator:
-    """The ``weights`` of one split as ``(B, P)`` float32 tensors, in row order, fast.
+def iter_weights(dataset, batch_size: int = 256, layout: Layout | None = None) -> Iterator:
+    """The ``weights`` of one split as ``(B, P)`` float32 tensors, in row order, fast; with
+    ``layout``, each batch in the per-layer form of weight-space libraries: ``(weights,
+    biases)``, per layer ``(B, out, in[, kh, kw])`` and ``(B, out)`` (:func:`zoo.to_layers`).
 
     A ``datasets.Dataset`` is read straight from its memory-mapped Arrow table, one copy per
     batch: 0.7-0.8 of a raw ``.npy`` memmap's throughput, where ``with_format("torch")`` reaches
@@ -54,6 +57,8 @@ def iter_weights(dataset, batch_size: int = 256) -> Iterator:
     Example:
         >>> ds, layout = zoo.load("out/quickstart", split="train")  # doctest: +SKIP
         >>> for w in zoo.iter_weights(ds):  # (256, P) float32  # doctest: +SKIP
+        ...     ...
+        >>> for weights, biases in zoo.iter_weights(ds, 64, layout):  # doctest: +SKIP
         ...     ...
     """
     import numpy as np
@@ -71,7 +76,8 @@ def iter_weights(dataset, batch_size: int = 256) -> Iterator:
     )
     for pieces in _row_blocks(views, batch_size):
         flat = np.concatenate(pieces) if len(pieces) > 1 else np.array(pieces[0])  # one copy
-        yield torch.from_numpy(flat)  # (B, P)
+        batch = torch.from_numpy(flat)  # (B, P)
+        yield batch if layout is None else to_layers(batch, layout)
 
 
 def _row_blocks(views: Iterator, size: int) -> Iterator[list]:
