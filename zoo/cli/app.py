@@ -347,6 +347,7 @@ def verify(
     for p in problems:
         color = "yellow" if p.kind == "orphan" else "red"
         print_out(f"[{color}]{p.kind}[/]: {p.path}: {p.detail}")
+    _warn_mixed_environments(out)
     if repair and problems:
         for p in problems:
             (out / p.path).unlink(missing_ok=True)
@@ -362,6 +363,26 @@ def verify(
         )
         return
     raise typer.Exit(code=1)
+
+
+def _warn_mixed_environments(out: Path) -> None:
+    """A warning per config whose train batches were computed in several environments (issue
+    17): its weights are then reproducible bit for bit only batch by batch."""
+    from zoo.stages.build.collect import config_environments
+    from zoo.store.provenance import differing_fields
+
+    for config, counts in sorted(config_environments(out).items()):
+        if len(counts) < 2:
+            continue
+        known = [p for p in counts if p is not None]
+        differ = differing_fields(known) + (["not recorded"] if None in counts else [])
+        print_out(
+            f"[yellow]warning[/]: config {config} mixes {len(counts)} environments (they differ "
+            f"in: {', '.join(differ)}); bitwise reproducibility holds only within one:"
+        )
+        for provenance, n in counts.most_common():
+            said = provenance.describe() if provenance else "not recorded (an older zoo)"
+            print_out(f"  {n} train batch(es): {said}")
 
 
 def _print_inspect(out: Path, console: Console | None = None) -> None:

@@ -10,6 +10,7 @@ written.
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from collections import Counter
@@ -99,6 +100,7 @@ class ConfigSummary:
     counts: dict[str, int]
     num_bytes: dict[str, int]
     sources: tuple[str, ...] = ()
+    environments: tuple[tuple[str, int], ...] = ()  # (provenance JSON, train batches)
 
 
 def summarize(plan, files: dict[str, list[str]], folder: Path) -> ConfigSummary:
@@ -117,7 +119,15 @@ def summarize(plan, files: dict[str, list[str]], folder: Path) -> ConfigSummary:
             num_bytes[split] = num_bytes.get(split, 0) + size
     table = pa.concat_tables(tables)
     return ConfigSummary(
-        plan.name, plan.layout, plan.schema, table, files, counts, num_bytes, plan.sources
+        plan.name,
+        plan.layout,
+        plan.schema,
+        table,
+        files,
+        counts,
+        num_bytes,
+        plan.sources,
+        plan.environments,
     )
 
 
@@ -457,8 +467,37 @@ def _sections(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
         "parquet_limits": f"row groups of at most {ROW_GROUP_BYTES // 2**20} MB and files of at "
         f"most {FILE_BYTES // 2**20} MB (uncompressed)",
         "estimators": _estimators(res),
+        "environments": environments_text(summary),
         "citations": _citations(res),
     }
+
+
+def environments_text(summary: list[ConfigSummary]) -> str:
+    """Where and with what each config was trained (issue 17): its environments (versions,
+    device, threads, determinism settings, from the train shards' provenance) and how many
+    train batches each computed."""
+    from zoo.store.provenance import Provenance
+
+    rows = []
+    for part in summary:
+        for text, count in part.environments:
+            said = Provenance.from_dict(json.loads(text)).describe() if text else "not recorded"
+            rows.append([f"`{part.name}`", count, said])
+    if not rows:
+        return ""
+    mixed = [p.name for p in summary if len(p.environments) > 1]
+    note = (
+        f" **{', '.join(f'`{m}`' for m in mixed)} mix(es) environments**: rows from different "
+        "environments may differ in their last bits."
+        if mixed
+        else " Each config was trained in one environment."
+    )
+    return (
+        "## Environments\n\nWeights are bitwise reproducible only within one environment (the "
+        "same versions, device, CPU kernels, thread count and determinism settings: they order "
+        f"the float sums).{note} `zoo verify` reports this for a store.\n\n"
+        + _md_table(["config", "train batches", "environment"], rows)
+    )
 
 
 def data_text(recipe, sources: list[str] = ()) -> str:
