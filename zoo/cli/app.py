@@ -84,12 +84,36 @@ def _build(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=N
     return _stage("build", parts, build, recipe, options, quiet, json_log)
 
 
-def _train(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
-    """Train with a progress bar and a JSON event log (see :func:`_stage`)."""
+def _train(
+    recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None, publisher=None
+):
+    """Train with a progress bar and a JSON event log (see :func:`_stage`); with a
+    ``publisher`` (``zoo run --push``), snapshots are pushed as batches finish."""
     from zoo.stages.plan import plan
 
     batches = plan(recipe, _pipeline().stored_checkpoints(recipe)).batches
-    return _stage("train", batches, _pipeline().train, recipe, options, quiet, json_log)
+    train = _pipeline().train
+    if publisher is not None:
+
+        def train(recipe, options, log, **kwargs):
+            return _pipeline().train(recipe, options, publisher.watch(log), **kwargs)
+
+    return _stage("train", batches, train, recipe, options, quiet, json_log)
+
+
+def _print_push(event) -> None:
+    """One line per push of ``zoo run --push``."""
+    if event.error:
+        console.print(
+            f"[yellow]push failed[/] (training goes on; tried again later): {event.error}"
+        )
+        return
+    what = "zoo" if event.final else "snapshot"
+    sent = event.result.sent_bytes / 2**20
+    console.print(
+        f"[green]pushed[/] {what}: {event.runs} of {event.planned} runs to {event.result.url} "
+        f"({sent:.1f} MiB sent)"
+    )
 
 
 def _landscape(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
@@ -160,6 +184,17 @@ def run(
     quiet: QuietOpt = False,
     json_log: JsonLogOpt = None,
     print_job_script_: JobScriptOpt = False,
+    push: Annotated[
+        str | None,
+        typer.Option(
+            "--push",
+            metavar="REPO",
+            help="Publish while training: push what is finished to this Hub dataset repo "
+            "(user/name) every output.push.every_s seconds (default 1800) or "
+            "output.push.every_batches train batches, then the finished zoo (tagged). Each "
+            "push is one commit: the repo stays loadable, also if the run is killed.",
+        ),
+    ] = None,
 ):
     """Train every run of a recipe and build its dataset folder (resumable).
 
@@ -168,8 +203,9 @@ def run(
     The published size: zoo run pipelines/fashion_cnn_small_width_batch.yaml --scale
     On SLURM: zoo run RECIPE --cluster slurm --cluster-config slurm.yaml --quiet
     The SLURM job script, not submitted: zoo run RECIPE --cluster slurm --print-job-script
+    Publish while training: zoo run RECIPE --push alice/zoo --set output.push.every_s=600
     """
-    rec = _load(recipe, set, scale)
+    rec = _load(recipe, [*(set or []), *([f"output.push.repo_id={push}"] if push else [])], scale)
     try:
         opts = _options(
             rec,
@@ -183,11 +219,14 @@ def run(
         )
         if print_job_script_:
             return print_job_script(opts)
-        summary = _train(rec, opts, quiet, json_log)
+        publisher = _pipeline().publisher_of(rec, _print_push)
+        summary = _train(rec, opts, quiet, json_log, publisher)
         _pipeline().raise_for_failures(summary, rec)
         if rec.resolved["landscape"]["metrics"]:
             _landscape(rec, opts, quiet, json_log)
         folder = _build(rec, opts, quiet, json_log)
+        if publisher is not None:
+            publisher.push(final=True)
     except ZooError as err:
         _fail(err)
     if not is_remote(rec.out_dir):  # the summary table reads the folder with `datasets`

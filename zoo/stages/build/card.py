@@ -28,6 +28,7 @@ from zoo import SCHEMA_VERSION, __version__
 from zoo.errors import BuildError
 from zoo.layout import Layout
 from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource
+from zoo.recipe import expand_recipe
 from zoo.stages.build.parquet import FILE_BYTES, ROW_GROUP_BYTES
 from zoo.stages.landscape.phases import describe_rule
 from zoo.store.fs import file_size, list_files, open_file
@@ -445,7 +446,20 @@ def _overview(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
         "size": f"{_mb(total)} of Parquet ({total / max(1, raw):.2f} × the raw float32 weights)",
         "zoo_version": __version__,
         "schema_version": SCHEMA_VERSION,
+        "progress": progress_text(recipe, n_runs),
     }
+
+
+def progress_text(recipe, n_runs: int) -> str:
+    """What a snapshot pushed while training holds (issue 17); ``""`` for a finished zoo."""
+    planned = len(expand_recipe(recipe))
+    if n_runs >= planned:
+        return ""
+    return (
+        f"**A snapshot of a zoo in training:** it holds {n_runs} of the {planned} runs its "
+        "recipe plans, each with all its checkpoints (`zoo run --push` publishes what is "
+        "finished as it trains; a run's split does not change as more runs arrive)."
+    )
 
 
 def _sections(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
