@@ -3,6 +3,9 @@ permutation symmetries, and the real `nfn` package (PyPI), whose permutation-inv
 is built from our layout, is invariant to our symmetries, and learns test accuracy from a
 trained MLP zoo and a trained CNN zoo better than a constant does on held-out runs."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from nfn import layers as nfn_layers
@@ -163,12 +166,38 @@ ZOOS = {  # small zoos whose test accuracy spreads from chance to trained (10 s 
 }
 
 
-@pytest.mark.parametrize("kind", list(ZOOS))
-def test_nfn_learns_test_accuracy_from_a_zoo(kind, tmp_path):
+def _zoo(kind: str, tmp_path_factory) -> tuple:
     epochs = [0, 1, 4] if kind == "cnn_small" else [0, 1, 2]
-    recipe = tiny_recipe(tmp_path / "out", seeds=6, checkpoints={"epochs": epochs}, **ZOOS[kind])
-    folder = zoo.run(recipe)
-    config = next(iter(read_layouts(folder)))
+    out = tmp_path_factory.mktemp(kind) / "out"
+    folder = zoo.run(tiny_recipe(out, seeds=6, checkpoints={"epochs": epochs}, **ZOOS[kind]))
+    return folder, next(iter(read_layouts(folder)))
+
+
+@pytest.fixture(scope="module")
+def mlp_zoo(tmp_path_factory):
+    return _zoo("mlp", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cnn_small_zoo(tmp_path_factory):
+    return _zoo("cnn_small", tmp_path_factory)
+
+
+@pytest.mark.parametrize("kind", list(ZOOS))
+def test_nfn_learns_test_accuracy_from_a_zoo(kind, request):
+    folder, config = request.getfixturevalue(f"{kind}_zoo")
     mse, constant, losses = _fit_and_score(folder, config)
     assert losses[-1] < 0.5 * losses[0]  # it trains
     assert mse < 0.5 * constant, (mse, constant)  # and generalizes to held-out runs
+
+
+def test_the_readmes_nfn_snippet_trains(cnn_small_zoo):
+    folder, config = cnn_small_zoo
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Read a zoo")[1].split("\n## ")[0]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[1]
+    code = code.replace('"alice/cnn-zoo"', repr(str(folder))).replace("cnn_small_w16", config)
+    torch.manual_seed(0)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["loss"].item() > 0 and isinstance(namespace["net"], nn.Module)

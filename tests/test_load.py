@@ -3,7 +3,9 @@ reading of it, filtered rows against load-everything-then-filter, the bytes a te
 multi-file zoo costs (locally and from the fake Hub, by range requests), and the fast torch
 format against datasets' own (values, dtypes, a shuffled DataLoader)."""
 
+import re
 import shutil
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -220,3 +222,15 @@ def test_a_copied_zoo_folder_loads_filtered(tiny, tmp_path):
     shutil.copytree(tiny, copy)
     ds, _ = zoo.load(copy, split="validation", where="epoch == 0", columns=["checkpoint_id"])
     assert all(c.endswith("-e0000") for c in ds["checkpoint_id"][:])
+
+
+def test_the_readmes_read_snippet_runs(tiny):
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Read a zoo")[1].split("\n## ")[0]
+    code = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    code = code.replace('"alice/quickstart-zoo"', repr(str(tiny)))
+    code = code.replace("mlp_d2_w32", "mlp_d1_w8").replace("epoch >= 10", "epoch >= 1")
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["weights"].shape[1] == 610 and namespace["weights"].dtype == torch.float32
+    assert namespace["acc"].dtype == torch.float32
