@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo.layout import Layout
+from zoo.naming import split_of
 from zoo.recipe import SECTIONS, Recipe, expand_recipe
 from zoo.stages.build.collect import unit_position
-from zoo.naming import split_of
 from zoo.store.manifest import Manifest
 from zoo.store.shards import read_table_shard, read_tensor_shard
 

@@ -234,3 +234,18 @@ def test_the_readmes_read_snippet_runs(tiny):
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["weights"].shape[1] == 610 and namespace["weights"].dtype == torch.float32
     assert namespace["acc"].dtype == torch.float32
+
+
+def test_the_metadata_config_answers_a_question_then_loads_just_those_weights(tiny):
+    rows, layout = zoo.load(
+        tiny,
+        "metadata",
+        split="rows",
+        where="epoch == 2 and train.lr == 0.05",
+        columns=["config", "split", "checkpoint_id", "test_acc"],
+    )
+    assert layout is None and len(rows) and set(rows["config"][:]) == {"mlp_d1_w8"}
+    best = max(range(len(rows)), key=lambda i: rows[i]["test_acc"].item())
+    ckpt, split = rows[best]["checkpoint_id"], rows[best]["split"]
+    ds, _ = zoo.load(tiny, "mlp_d1_w8", split, where=f"checkpoint_id == '{ckpt}'")
+    assert ds["checkpoint_id"][:] == [ckpt] and ds["weights"][:].shape == (1, 610)

@@ -23,7 +23,7 @@ from zoo.hub.client import REPO_TYPE, check_repo_id, hf_api, hub_errors, probe
 from zoo.hub.formatting import as_zoo_dataset
 from zoo.hub.query import ZooFiles, read_filtered
 from zoo.layout import Layout
-from zoo.naming import DATA_DIR, LAYOUT_FILE
+from zoo.naming import LAYOUT_FILE, METADATA_CONFIG
 from zoo.nn.architectures import to_module
 from zoo.store.dataset import dataset_folder
 from zoo.weightspace.functional import to_layers
@@ -37,7 +37,7 @@ class LoadedZoo(NamedTuple):
     """
 
     dataset: Any  # ZooDataset (a datasets.Dataset) | DatasetDict | IterableDataset(Dict)
-    layout: Layout | None  # None for a config without weights (the metadata config)
+    layout: Layout | None  # None for the metadata config (no weights)
 
     def to_module(self, row):
         """``row`` (a dict with ``weights``, or a flat vector) -> ``nn.Module`` in eval mode."""
@@ -144,8 +144,11 @@ def load(
         check_repo_id(path)
         layouts = _remote_layouts(path, revision, token)
     config = config or next(iter(layouts))
-    if config not in layouts and not (local and (Path(path) / DATA_DIR / config).is_dir()):
-        raise HubError(f"{source} has no config {config!r}; its configs: {sorted(layouts)}")
+    if config not in (*layouts, METADATA_CONFIG):
+        raise HubError(
+            f"{source} has no config {config!r}; its configs: {sorted(layouts)} and "
+            f"{METADATA_CONFIG!r} (every column but the weights of every row)"
+        )
     layout = Layout.from_dict(layouts[config]) if config in layouts else None
     if where is not None or columns is not None:
         if streaming:
