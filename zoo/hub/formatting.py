@@ -168,6 +168,13 @@ class ZooDataset(datasets.Dataset):
             held = cache[name] = (self._data, chunk_views(column), np.cumsum([0, *lengths[:-1]]))
         return held[1], held[2]
 
+    def __getstate__(self) -> dict:
+        """The dataset's state without the chunk views (``pickle`` for ``DataLoader`` workers,
+        ``deepcopy`` in ``with_format``: the views would copy the whole column)."""
+        state = dict(self.__dict__)
+        state.pop("_zoo_views", None)
+        return state
+
     def __getitems__(self, keys: list) -> list:
         """The rows at ``keys`` (a ``DataLoader``'s batch of indices), gathered and formatted
         together, as row dicts whose tensors are views of the batch's."""
