@@ -64,6 +64,15 @@ def test_where_strings_select_the_rows_python_selects(text):
     assert got == [r for r in ROWS if WHERES[text](r)]
 
 
+def test_the_query_modules_examples_run():
+    import doctest
+
+    from zoo.hub import query
+
+    result = doctest.testmod(query)
+    assert result.attempted and not result.failed
+
+
 def test_where_strings_that_cannot_be_read_say_how_to_write_them():
     for text, said in [
         ("epoch >=", "does not parse"),

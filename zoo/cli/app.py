@@ -376,7 +376,9 @@ def verify(
     ] = False,
 ):
     """Re-hash every shard against its sha256 in the manifest; name missing, truncated or
-    altered files, and shards no record names (orphans of a kill, harmless).
+    altered files, and shards no record names (orphans of a kill, harmless). Warns where one
+    config's batches were trained in different environments (versions, device, threads,
+    determinism): its weights are then reproducible bit for bit only batch by batch.
 
     Exits 1 when a recorded shard is damaged. Example: zoo verify out/quickstart --repair
     """
