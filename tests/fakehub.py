@@ -8,7 +8,8 @@ and ``datasets``' ``HfFileSystem`` use, so the real ``zoo push`` and the real
 ``datasets.load_dataset("user/name")`` (also ``streaming=True``) run against it, offline.
 
 State: repos with commits (path -> blob), branches and tags; an LFS object store; a log of
-every request (``requests``) and of what each commit added (``commits``). ``fail(route, n)``
+every request (``requests``), of what each commit added (``commits``) and of the bytes of every
+file body or range sent (``served``). ``fail(route, n)``
 makes the next ``n`` calls of a route fail (HTTP status or a network error) to test retries.
 Not a test module (no ``test_`` prefix): ``tests/test_hub.py`` uses it.
 """
@@ -108,6 +109,7 @@ class FakeHub:
         self.requests: list[Request] = []
         self.commits: list[dict] = []  # {"repo", "message", "added", "deleted"}
         self.lfs_puts: list[str] = []  # sha256 of every LFS upload
+        self.served: list[tuple[str, int]] = []  # (path, bytes) of every file body sent
         self.unhandled: list[str] = []  # huggingface.co routes the fake lacks
         self.elsewhere: list[str] = []  # requests to other hosts (answered 404)
         self._failures: dict[str, list] = {}
@@ -489,10 +491,12 @@ class FakeHub:
             return httpx2.Response(200, headers=headers)
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("range", ""))
         if match is None:
+            self.served.append((path, len(blob.data)))
             return httpx2.Response(200, headers=headers, content=blob.data)
         start = int(match[1])
         end = min(int(match[2]) if match[2] else len(blob.data) - 1, len(blob.data) - 1)
         part = blob.data[start : end + 1]
+        self.served.append((path, len(part)))
         headers.update(
             {
                 "Content-Range": f"bytes {start}-{end}/{len(blob.data)}",

@@ -17,6 +17,7 @@ from zoo.errors import StoreError
 from zoo.store import fs as fsio
 from zoo.store.fs import atomic_write_bytes, sha256_file
 from zoo.store.manifest import Manifest, Problem, ShardRecord
+from zoo.store.provenance import current_provenance, provenance_json, read_provenance
 from zoo.store.shards import (
     read_table_shard,
     read_tensor_shard,
@@ -113,7 +114,9 @@ def test_tensor_shard_round_trip(tmp_path):
         "task": "mnist",
         "zoo_version": __version__,
         "schema_version": str(SCHEMA_VERSION),
+        "provenance": provenance_json(current_provenance()),  # issue 17: what computed it
     }
+    assert rec.provenance == current_provenance() == read_provenance(meta)
 
 
 def test_tensor_shard_shared_storage_is_saved(tmp_path):
@@ -167,7 +170,9 @@ def test_table_shard_round_trip(tmp_path):
         "zoo_version": __version__,
         "schema_version": SCHEMA_VERSION,
         "probe": "hessian",
+        "provenance": current_provenance().to_dict(),
     }
+    assert rec.provenance == current_provenance()
     pf = pq.ParquetFile(full)
     codecs = {
         pf.metadata.row_group(i).column(j).compression

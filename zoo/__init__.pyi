@@ -32,6 +32,11 @@ from zoo.weightspace.align import loss_barrier as loss_barrier
 from zoo.weightspace.align import match_weights as match_weights
 from zoo.weightspace.augment import AUGMENTATIONS as AUGMENTATIONS
 from zoo.weightspace.augment import Augmenter as Augmenter
+from zoo.weightspace.functional import describe_network as describe_network
+from zoo.weightspace.functional import from_layers as from_layers
+from zoo.weightspace.functional import nfn_spec as nfn_spec
+from zoo.weightspace.functional import to_layers as to_layers
+from zoo.weightspace.functional import to_nfn as to_nfn
 
 __version__: str
 SCHEMA_VERSION: int

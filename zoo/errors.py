@@ -74,5 +74,10 @@ class HubError(ZooError, RuntimeError):
     that holds another dataset, or a network failure (the message says how to resume)."""
 
 
+class LoadError(ZooError, ValueError):
+    """A read of a zoo cannot be served as asked: a ``where`` that does not parse, a column,
+    split or config the zoo does not have (the message lists what it has)."""
+
+
 class GeneratorError(ZooError, ValueError):
     """Generated weights that cannot be evaluated (wrong layout, NaN, unreadable file)."""

@@ -84,12 +84,36 @@ def _build(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=N
     return _stage("build", parts, build, recipe, options, quiet, json_log)
 
 
-def _train(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
-    """Train with a progress bar and a JSON event log (see :func:`_stage`)."""
+def _train(
+    recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None, publisher=None
+):
+    """Train with a progress bar and a JSON event log (see :func:`_stage`); with a
+    ``publisher`` (``zoo run --push``), snapshots are pushed as batches finish."""
     from zoo.stages.plan import plan
 
     batches = plan(recipe, _pipeline().stored_checkpoints(recipe)).batches
-    return _stage("train", batches, _pipeline().train, recipe, options, quiet, json_log)
+    train = _pipeline().train
+    if publisher is not None:
+
+        def train(recipe, options, log, **kwargs):
+            return _pipeline().train(recipe, options, publisher.watch(log), **kwargs)
+
+    return _stage("train", batches, train, recipe, options, quiet, json_log)
+
+
+def _print_push(event) -> None:
+    """One line per push of ``zoo run --push``."""
+    if event.error:
+        console.print(
+            f"[yellow]push failed[/] (training goes on; tried again later): {event.error}"
+        )
+        return
+    what = "zoo" if event.final else "snapshot"
+    sent = event.result.sent_bytes / 2**20
+    console.print(
+        f"[green]pushed[/] {what}: {event.runs} of {event.planned} runs to {event.result.url} "
+        f"({sent:.1f} MiB sent)"
+    )
 
 
 def _landscape(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
@@ -160,6 +184,17 @@ def run(
     quiet: QuietOpt = False,
     json_log: JsonLogOpt = None,
     print_job_script_: JobScriptOpt = False,
+    push: Annotated[
+        str | None,
+        typer.Option(
+            "--push",
+            metavar="REPO",
+            help="Publish while training: push what is finished to this Hub dataset repo "
+            "(user/name) every output.push.every_s seconds (default 1800) or "
+            "output.push.every_batches train batches, then the finished zoo (tagged). Each "
+            "push is one commit: the repo stays loadable, also if the run is killed.",
+        ),
+    ] = None,
 ):
     """Train every run of a recipe and build its dataset folder (resumable).
 
@@ -168,8 +203,9 @@ def run(
     The published size: zoo run pipelines/fashion_cnn_small_width_batch.yaml --scale
     On SLURM: zoo run RECIPE --cluster slurm --cluster-config slurm.yaml --quiet
     The SLURM job script, not submitted: zoo run RECIPE --cluster slurm --print-job-script
+    Publish while training: zoo run RECIPE --push alice/zoo --set output.push.every_s=600
     """
-    rec = _load(recipe, set, scale)
+    rec = _load(recipe, [*(set or []), *([f"output.push.repo_id={push}"] if push else [])], scale)
     try:
         opts = _options(
             rec,
@@ -183,11 +219,14 @@ def run(
         )
         if print_job_script_:
             return print_job_script(opts)
-        summary = _train(rec, opts, quiet, json_log)
+        publisher = _pipeline().publisher_of(rec, _print_push)
+        summary = _train(rec, opts, quiet, json_log, publisher)
         _pipeline().raise_for_failures(summary, rec)
         if rec.resolved["landscape"]["metrics"]:
             _landscape(rec, opts, quiet, json_log)
         folder = _build(rec, opts, quiet, json_log)
+        if publisher is not None:
+            publisher.push(final=True)
     except ZooError as err:
         _fail(err)
     if not is_remote(rec.out_dir):  # the summary table reads the folder with `datasets`
@@ -337,7 +376,9 @@ def verify(
     ] = False,
 ):
     """Re-hash every shard against its sha256 in the manifest; name missing, truncated or
-    altered files, and shards no record names (orphans of a kill, harmless).
+    altered files, and shards no record names (orphans of a kill, harmless). Warns where one
+    config's batches were trained in different environments (versions, device, threads,
+    determinism): its weights are then reproducible bit for bit only batch by batch.
 
     Exits 1 when a recorded shard is damaged. Example: zoo verify out/quickstart --repair
     """
@@ -347,6 +388,7 @@ def verify(
     for p in problems:
         color = "yellow" if p.kind == "orphan" else "red"
         print_out(f"[{color}]{p.kind}[/]: {p.path}: {p.detail}")
+    _warn_mixed_environments(out)
     if repair and problems:
         for p in problems:
             (out / p.path).unlink(missing_ok=True)
@@ -362,6 +404,26 @@ def verify(
         )
         return
     raise typer.Exit(code=1)
+
+
+def _warn_mixed_environments(out: Path) -> None:
+    """A warning per config whose train batches were computed in several environments (issue
+    17): its weights are then reproducible bit for bit only batch by batch."""
+    from zoo.stages.build.collect import config_environments
+    from zoo.store.provenance import differing_fields
+
+    for config, counts in sorted(config_environments(out).items()):
+        if len(counts) < 2:
+            continue
+        known = [p for p in counts if p is not None]
+        differ = differing_fields(known) + (["not recorded"] if None in counts else [])
+        print_out(
+            f"[yellow]warning[/]: config {config} mixes {len(counts)} environments (they differ "
+            f"in: {', '.join(differ)}); bitwise reproducibility holds only within one:"
+        )
+        for provenance, n in counts.most_common():
+            said = provenance.describe() if provenance else "not recorded (an older zoo)"
+            print_out(f"  {n} train batch(es): {said}")
 
 
 def _print_inspect(out: Path, console: Console | None = None) -> None:

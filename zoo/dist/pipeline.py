@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zoo.dist.options import ExecOptions
+from zoo.dist.publish import OnPush, Publisher, PushSettings
 from zoo.dist.run import Progress, RunSummary, run_stage
 from zoo.errors import DistError
 from zoo.naming import RECIPE_FILE
@@ -75,15 +76,30 @@ def raise_for_failures(
 
 
 def run(
-    recipe: Recipe, options: ExecOptions | None = None, progress: Progress | None = None
+    recipe: Recipe,
+    options: ExecOptions | None = None,
+    progress: Progress | None = None,
+    on_push: OnPush | None = None,
 ) -> Path:
-    """Train what is missing, then build the dataset folder; returns the folder."""
+    """Train what is missing, then build the dataset folder; returns the folder. With the
+    recipe's ``output.push``, snapshots are pushed while training and the zoo at the end
+    (:mod:`zoo.dist.publish`; ``on_push`` hears of each push)."""
     options = options or ExecOptions.from_recipe(recipe.execution)
-    summary = train(recipe, options, progress)
+    publisher = publisher_of(recipe, on_push)
+    summary = train(recipe, options, publisher.watch(progress) if publisher else progress)
     raise_for_failures(summary, recipe)
     if recipe.resolved["landscape"]["metrics"]:
         raise_for_failures(landscape(recipe, options, progress), recipe, stage="landscape")
-    return build(recipe, options, progress)
+    folder = build(recipe, options, progress)
+    if publisher:
+        publisher.push(final=True)
+    return folder
+
+
+def publisher_of(recipe: Recipe, on_push: OnPush | None = None) -> Publisher | None:
+    """The recipe's :class:`~zoo.dist.publish.Publisher`, ``None`` where it pushes nowhere."""
+    settings = PushSettings.from_recipe(recipe)
+    return Publisher(recipe, settings, on_push) if settings else None
 
 
 def build(

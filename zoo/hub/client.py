@@ -30,7 +30,7 @@ from huggingface_hub.errors import (
 )
 
 from zoo import __version__
-from zoo.errors import HubError
+from zoo.errors import HubError, ZooError
 
 REPO_TYPE = "dataset"
 RETRIES = 5  # attempts per Hub call on network failures, 429 and 5xx
@@ -148,7 +148,7 @@ def hub_errors(
     """
     try:
         yield
-    except HubError:
+    except ZooError:  # ours already says what and how (a HubError, a LoadError of a `where`)
         raise
     except Exception as err:
         has_token = bool(token or huggingface_hub.get_token())

@@ -236,6 +236,13 @@ def _source(source: bytes | Path) -> bytes | str:
     return source if isinstance(source, bytes) else str(source)
 
 
+def _head_tagged(api: HfApi, repo_id: str, branch: str) -> bool:
+    """Whether a tag points at the branch's head (snapshots pushed untagged leave it bare)."""
+    refs = retry(api.list_repo_refs, repo_id, repo_type=REPO_TYPE)
+    heads = [b.target_commit for b in refs.branches if b.name == branch]
+    return not heads or any(t.target_commit == heads[0] for t in refs.tags)
+
+
 def _next_tag(api: HfApi, repo_id: str) -> str:
     refs = retry(api.list_repo_refs, repo_id, repo_type=REPO_TYPE)
     pattern = re.compile(rf"v{re.escape(__version__)}-(\d+)")
@@ -254,6 +261,8 @@ def push(
     token: str | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
+    single_commit: bool = False,
+    tagged: bool = True,
 ) -> PushResult:
     """Publish a built zoo as a Hub dataset repo, uploading only what the Hub does not hold.
 
@@ -264,11 +273,14 @@ def push(
         revision: branch to push to (created from ``main`` if missing); default ``main``.
         message: commit message; default names the zoo version and what changed.
         tag: tag of the pushed version; default ``v<zoo_version>-<n>`` (nothing is tagged when
-            nothing changed).
+            nothing changed and a tag points at the head already).
         token: a write token; default ``HF_TOKEN`` or the ``hf auth login`` store (a dry run
             of a public repo needs none).
         dry_run: plan only: nothing is created, uploaded or deleted.
         progress: called as ``progress(stage, done, total)`` for ``hash`` and ``commit``.
+        single_commit: everything in one commit (data, card, deletions), so the repo moves from
+            one consistent dataset to the next at once (the pushes of ``zoo run --push``).
+        tagged: tag the pushed version (``False``: the snapshots pushed while training).
     Returns:
         a :class:`PushResult` (the plan, commit ids, tag, bytes to upload).
     Example:
@@ -294,8 +306,10 @@ def push(
         sizes = {p: f[0].size for p, f in files.items()}
         commits, new_tag, sent = [], None, []
         if not dry_run:
-            commits, sent = _push_commits(api, repo_id, branch, plan, files, message, progress)
-        if not dry_run and (commits or tag):
+            commits, sent = _push_commits(
+                api, repo_id, branch, plan, files, message, progress, single_commit
+            )
+        if not dry_run and tagged and (commits or tag or not _head_tagged(api, repo_id, branch)):
             new_tag = tag or _next_tag(api, repo_id)
             head = commits[-1] if commits else branch
             retry(
@@ -344,10 +358,13 @@ def _prepare_repo(api, repo_id, branch, private, dry_run) -> dict[str, FileState
     return remote_files(api, repo_id, branch)
 
 
-def _push_commits(api, repo_id, branch, plan, files, message, progress):
-    """Commit the plan in chunks; returns the commit ids and the paths whose bytes were sent."""
+def _push_commits(api, repo_id, branch, plan, files, message, progress, single=False):
+    """Commit the plan in chunks (one with ``single``); returns the commit ids and the paths
+    whose bytes were sent."""
     sizes = {p: f[0].size for p, f in files.items()}
     chunks = commit_chunks(plan, sizes)
+    if single and chunks:
+        chunks = [[p for chunk in chunks for p in chunk]]
     commits, sent = [], []
     for i, chunk in enumerate(chunks):
         last = i == len(chunks) - 1

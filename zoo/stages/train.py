@@ -31,6 +31,7 @@ from zoo.nn.population import forward_population
 from zoo.recipe import RunConfig
 from zoo.stages.plan import PopulationBatch, default_chunk, step_schedule, steps_per_epoch
 from zoo.store.manifest import ShardRecord
+from zoo.store.provenance import current_provenance
 from zoo.store.shards import write_table_shard, write_tensor_shard
 from zoo.streams import numpy_rng, torch_generator
 from zoo.tasks import Task, load_task
@@ -333,12 +334,16 @@ def train_schema(metrics: tuple[str, ...] = ("loss", "acc")) -> pa.Schema:
     )
 
 
-def write_train_shards(out_dir, batch: PopulationBatch, result: TrainResult) -> list[ShardRecord]:
+def write_train_shards(
+    out_dir, batch: PopulationBatch, result: TrainResult, device: str | None = None
+) -> list[ShardRecord]:
     """Write a trained batch as ``shards/train/<batch_id>.{safetensors,parquet}``.
 
     Tensors are named ``<checkpoint_id>/<parameter>`` (float32); the safetensors metadata holds
-    the layout as JSON, so a shard describes itself.
+    the layout as JSON, so a shard describes itself, and both shards the provenance of the
+    training on ``device`` (versions, device name, threads, determinism).
     """
+    provenance = current_provenance(device)
     tensors = {}
     for ckpt, flat in result.weights.items():
         for name, value in unflatten(flat.float(), result.layout).items():
@@ -350,7 +355,9 @@ def write_train_shards(out_dir, batch: PopulationBatch, result: TrainResult) -> 
         "batch_id": batch.batch_id,
         "train_seconds": f"{result.seconds:.3f}",
     }
-    weights = write_tensor_shard(out_dir, "train", batch.batch_id, tensors, meta, run_ids, ckpts)
+    weights = write_tensor_shard(
+        out_dir, "train", batch.batch_id, tensors, meta, run_ids, ckpts, provenance
+    )
     table = result_table(batch, result)
     table_meta = {
         "train_seconds": result.seconds,
@@ -358,7 +365,7 @@ def write_train_shards(out_dir, batch: PopulationBatch, result: TrainResult) -> 
         "task_source": result.task_source,
     }
     metrics = write_table_shard(
-        out_dir, "train", batch.batch_id, table, run_ids, ckpts, metadata=table_meta
+        out_dir, "train", batch.batch_id, table, run_ids, ckpts, table_meta, provenance
     )
     return [weights, metrics]
 
@@ -379,4 +386,4 @@ def train_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
         chunk_size=options["chunk_size"],
         eval_batch_size=options["eval_batch_size"],
     )
-    return [r.to_dict() for r in write_train_shards(out_dir, pop, result)]
+    return [r.to_dict() for r in write_train_shards(out_dir, pop, result, options["device"])]

@@ -28,6 +28,7 @@ from zoo.store.fs import (
     sha256_file,
     store_location,
 )
+from zoo.store.provenance import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class ShardRecord:
         zoo_version: ``zoo.__version__`` of the writer.
         schema_version: ``zoo.SCHEMA_VERSION`` of the writer.
         created: ISO-8601 UTC time of the write.
+        provenance: what computed it (versions, device, threads, determinism: issue 17);
+            ``None`` for records written before, and for the dataset's own files.
     """
 
     path: str
@@ -65,6 +68,7 @@ class ShardRecord:
     zoo_version: str
     schema_version: int
     created: str
+    provenance: Provenance | None = None
 
     @property
     def ext(self) -> str:
@@ -85,7 +89,7 @@ class ShardRecord:
             "zoo_version": self.zoo_version,
             "schema_version": self.schema_version,
             "created": self.created,
-        }
+        } | ({"provenance": self.provenance.to_dict()} if self.provenance else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShardRecord:
@@ -111,6 +115,7 @@ class ShardRecord:
             zoo_version=str(d["zoo_version"]),
             schema_version=int(d["schema_version"]),
             created=str(d["created"]),
+            provenance=Provenance.from_dict(d["provenance"]) if d.get("provenance") else None,
         )
 
 

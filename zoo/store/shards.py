@@ -30,6 +30,7 @@ from zoo.errors import StoreError
 from zoo.naming import shard_path
 from zoo.store.fs import atomic_write_bytes, is_remote, read_bytes, remote_fs, store_location
 from zoo.store.manifest import RECOMPUTE_HINT, VERIFY_HINT, ShardRecord
+from zoo.store.provenance import Provenance, current_provenance, provenance_json
 
 
 def _now() -> str:
@@ -53,9 +54,10 @@ def write_file(
     run_ids,
     checkpoint_ids,
     data: bytes,
+    provenance: Provenance | None = None,
 ) -> ShardRecord:
     """Write ``data`` atomically at ``out_dir/rel`` and return its receipt (one row per
-    checkpoint id)."""
+    checkpoint id; ``provenance``: what computed the data, recorded with it)."""
     checkpoint_ids = tuple(str(c) for c in checkpoint_ids)
     atomic_write_bytes(Path(out_dir) / rel, data)
     return ShardRecord(
@@ -71,6 +73,7 @@ def write_file(
         zoo_version=__version__,
         schema_version=SCHEMA_VERSION,
         created=_now(),
+        provenance=provenance,
     )
 
 
@@ -132,6 +135,7 @@ def write_tensor_shard(
     metadata: dict[str, str],
     run_ids: Iterable[str],
     checkpoint_ids: Iterable[str],
+    provenance: Provenance | None = None,
 ) -> ShardRecord:
     """Write a safetensors shard at ``shards/<stage>/<batch_id>.safetensors``, atomically.
 
@@ -143,6 +147,8 @@ def write_tensor_shard(
         metadata: str -> str; ``zoo_version`` and ``schema_version`` are added (and win).
         run_ids: runs in the shard.
         checkpoint_ids: checkpoints in the shard, one per row.
+        provenance: what computed it (default: this process, on the CPU or its CUDA device);
+            stored as JSON under ``provenance`` and in the record.
 
     Returns:
         The :class:`ShardRecord` to append to the manifest.
@@ -156,10 +162,16 @@ def write_tensor_shard(
                 f"{rel}: metadata key {key!r} has a {type(value).__name__} value but "
                 "safetensors metadata must map str to str; convert it (e.g. json.dumps) first"
             )
-    meta = {**metadata, "zoo_version": __version__, "schema_version": str(SCHEMA_VERSION)}
+    provenance = provenance or current_provenance()
+    meta = {
+        **metadata,
+        "zoo_version": __version__,
+        "schema_version": str(SCHEMA_VERSION),
+        "provenance": provenance_json(provenance),
+    }
     data = save_safetensors_bytes(_prepare_tensors(tensors), metadata=meta)
     ckpts = tuple(checkpoint_ids)
-    return write_file(out_dir, rel, stage, batch_id, run_ids, ckpts, data)
+    return write_file(out_dir, rel, stage, batch_id, run_ids, ckpts, data, provenance)
 
 
 def read_tensor_shard(
@@ -253,6 +265,7 @@ def write_table_shard(
     run_ids: Iterable[str],
     checkpoint_ids: Iterable[str],
     metadata: dict[str, Any] | None = None,
+    provenance: Provenance | None = None,
 ) -> ShardRecord:
     """Write a zstd Parquet shard at ``shards/<stage>/<batch_id>.parquet``, atomically.
 
@@ -264,6 +277,7 @@ def write_table_shard(
         run_ids: runs in the shard.
         checkpoint_ids: checkpoints in the shard.
         metadata: JSON-serialisable extras stored with the versions under schema key ``zoo``.
+        provenance: what computed it (default: this process), stored there as ``provenance``.
 
     Returns:
         The :class:`ShardRecord` to append to the manifest (``rows = table.num_rows``).
@@ -271,14 +285,17 @@ def write_table_shard(
     _check_name("stage", stage)
     _check_name("batch id", batch_id)
     rel = shard_path(stage, batch_id, "parquet")
+    provenance = provenance or current_provenance()
     schema_meta = dict(table.schema.metadata or {})
-    schema_meta[b"zoo"] = _zoo_schema_json(rel, metadata)
+    extras = {**(metadata or {}), "provenance": provenance.to_dict()}
+    schema_meta[b"zoo"] = _zoo_schema_json(rel, extras)
     table = table.replace_schema_metadata(schema_meta)
     # Serialise in memory first so the only disk write is the atomic one.
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     data = sink.getvalue().to_pybytes()
-    return write_file(out_dir, rel, stage, batch_id, run_ids, checkpoint_ids, data)
+    ids = (run_ids, checkpoint_ids)
+    return write_file(out_dir, rel, stage, batch_id, *ids, data, provenance)
 
 
 def read_table_shard(out_dir: str | os.PathLike, path: str) -> pa.Table:

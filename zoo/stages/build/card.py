@@ -10,6 +10,7 @@ written.
 
 from __future__ import annotations
 
+import json
 import re
 import string
 from collections import Counter
@@ -27,6 +28,7 @@ from zoo import SCHEMA_VERSION, __version__
 from zoo.errors import BuildError
 from zoo.layout import Layout
 from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource
+from zoo.recipe import expand_recipe
 from zoo.stages.build.parquet import FILE_BYTES, ROW_GROUP_BYTES
 from zoo.stages.build.phasecard import coverage_of_tables, render_coverage, render_studies
 from zoo.stages.build.studies import study_config, study_info
@@ -101,6 +103,7 @@ class ConfigSummary:
     counts: dict[str, int]
     num_bytes: dict[str, int]
     sources: tuple[str, ...] = ()
+    environments: tuple[tuple[str, int], ...] = ()  # (provenance JSON, train batches)
 
 
 def summarize(plan, files: dict[str, list[str]], folder: Path) -> ConfigSummary:
@@ -120,7 +123,15 @@ def summarize(plan, files: dict[str, list[str]], folder: Path) -> ConfigSummary:
             num_bytes[split] = num_bytes.get(split, 0) + size
     table = pa.concat_tables(tables)
     return ConfigSummary(
-        plan.name, plan.layout, plan.schema, table, files, counts, num_bytes, plan.sources
+        plan.name,
+        plan.layout,
+        plan.schema,
+        table,
+        files,
+        counts,
+        num_bytes,
+        plan.sources,
+        plan.environments,
     )
 
 
@@ -465,7 +476,20 @@ def _overview(
         "size": f"{_mb(total)} of Parquet ({total / max(1, raw):.2f} × the raw float32 weights)",
         "zoo_version": __version__,
         "schema_version": SCHEMA_VERSION,
+        "progress": progress_text(recipe, n_runs),
     }
+
+
+def progress_text(recipe, n_runs: int) -> str:
+    """What a snapshot pushed while training holds (issue 17); ``""`` for a finished zoo."""
+    planned = len(expand_recipe(recipe))
+    if n_runs >= planned:
+        return ""
+    return (
+        f"**A snapshot of a zoo in training:** it holds {n_runs} of the {planned} runs its "
+        "recipe plans, each with all its checkpoints (`zoo run --push` publishes what is "
+        "finished as it trains; a run's split does not change as more runs arrive)."
+    )
 
 
 def _sections(recipe, summary: list[ConfigSummary], folder: Path, metadata=None) -> dict:
@@ -489,8 +513,37 @@ def _sections(recipe, summary: list[ConfigSummary], folder: Path, metadata=None)
         "parquet_limits": f"row groups of at most {ROW_GROUP_BYTES // 2**20} MB and files of at "
         f"most {FILE_BYTES // 2**20} MB (uncompressed)",
         "estimators": _estimators(res),
+        "environments": environments_text(summary),
         "citations": _citations(res),
     }
+
+
+def environments_text(summary: list[ConfigSummary]) -> str:
+    """Where and with what each config was trained (issue 17): its environments (versions,
+    device, threads, determinism settings, from the train shards' provenance) and how many
+    train batches each computed."""
+    from zoo.store.provenance import Provenance
+
+    rows = []
+    for part in summary:
+        for text, count in part.environments:
+            said = Provenance.from_dict(json.loads(text)).describe() if text else "not recorded"
+            rows.append([f"`{part.name}`", count, said])
+    if not rows:
+        return ""
+    mixed = [p.name for p in summary if len(p.environments) > 1]
+    note = (
+        f" **{', '.join(f'`{m}`' for m in mixed)} mix(es) environments**: rows from different "
+        "environments may differ in their last bits."
+        if mixed
+        else " Each config was trained in one environment."
+    )
+    return (
+        "## Environments\n\nWeights are bitwise reproducible only within one environment (the "
+        "same versions, device, CPU kernels, thread count and determinism settings: they order "
+        f"the float sums).{note} `zoo verify` reports this for a store.\n\n"
+        + _md_table(["config", "train batches", "environment"], rows)
+    )
 
 
 def _metadata_text(metadata: ConfigSummary | None) -> str:

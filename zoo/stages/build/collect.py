@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,8 @@ class ConfigPlan:
     layout: Layout
     schema: pa.Schema  # every column, weights last
     sources: tuple[str, ...] = ()  # where the task data came from (Task.source), per shard
+    # (provenance JSON, train batches) of the environments that trained it (issue 17)
+    environments: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass
@@ -177,6 +179,30 @@ def _config_names(layouts) -> dict[str, str]:
     return {layout.sha256: names[weight_space(layout)] for layout in layouts}
 
 
+def config_environments(out_dir) -> dict[str, Counter]:
+    """config -> how many train batches each environment (a :class:`Provenance`, ``None``
+    where not recorded) computed, from the manifest's records and the shards' headers (no
+    weight is read; a shard that cannot be read is left out: ``zoo verify`` names it).
+    Weights are bitwise reproducible only within one environment (issue 17)."""
+    from zoo.errors import StoreError
+
+    layouts, environments = {}, {}
+    for rec in Manifest(out_dir).records("train"):
+        if rec.ext != "safetensors":
+            continue
+        try:
+            header = read_tensor_metadata(out_dir, rec.path)
+        except StoreError:
+            continue
+        layouts[rec.batch_id] = Layout.from_dict(json.loads(header["layout"]))
+        environments[rec.batch_id] = rec.provenance
+    names = _config_names(layouts.values())
+    out: dict[str, Counter] = defaultdict(Counter)
+    for batch, layout in layouts.items():
+        out[names[layout.sha256]][environments[batch]] += 1
+    return dict(out)
+
+
 # --- columns ------------------------------------------------------------------------------------
 
 
@@ -189,7 +215,8 @@ def _config_plan(name: str, members: list, runs: dict, landscape: dict, out_dir)
     layout = Layout(layouts[0].names, layouts[0].shapes, model, layouts[0].perm_spec)
     ckpts = [c for checkpoints, _, _ in members for c in checkpoints]
     ids = {c.rpartition("-")[0] for c in ckpts}
-    metrics, sources = _shard_columns(out_dir, [pair["parquet"] for _, _, pair in members])
+    shards = [pair["parquet"] for _, _, pair in members]
+    metrics, sources, environments = _shard_columns(out_dir, shards)
     columns = {
         **metrics,
         **_hyperparameter_columns([runs[r] for r in sorted(ids)]),
@@ -199,7 +226,8 @@ def _config_plan(name: str, members: list, runs: dict, landscape: dict, out_dir)
     rest = sorted(k for k in columns if k not in FIRST_COLUMNS)
     fields += [pa.field(k, columns[k]) for k in rest]
     fields.append(pa.field("weights", pa.list_(pa.float32(), layout.num_params)))
-    return ConfigPlan(name, layout, pa.schema(fields), tuple(sorted(sources - {""})))
+    sources = tuple(sorted(sources - {""}))
+    return ConfigPlan(name, layout, pa.schema(fields), sources, environments)
 
 
 def column_types(key: str, columns: dict[str, pa.DataType]) -> pa.DataType:
@@ -210,18 +238,24 @@ def column_types(key: str, columns: dict[str, pa.DataType]) -> pa.DataType:
     return columns[key]
 
 
-def _shard_columns(out_dir, records: list[ShardRecord]) -> tuple[dict[str, pa.DataType], set]:
+def _shard_columns(
+    out_dir, records: list[ShardRecord]
+) -> tuple[dict[str, pa.DataType], set, tuple]:
     """The metric columns of the config's train shards (``train_<m>``, ``test_<m>``), their
-    generalization gaps and the other columns of a train shard; and the shards' task sources
-    (their schema metadata: the files' footers alone are read)."""
+    generalization gaps and the other columns of a train shard; the shards' task sources; and
+    their environments with how many shards each wrote (provenance JSON, count; "" where not
+    recorded). From their schema metadata: the files' footers alone are read."""
     from zoo.store.fs import open_file
 
     out = {"diverged_epoch": pa.int32(), "seed": pa.int64()}
-    sources = set()
+    sources, environments = set(), Counter()
     for rec in records:
         with open_file(Path(out_dir) / rec.path) as f:
             schema = pq.read_schema(f)
-        sources.add(json.loads((schema.metadata or {}).get(b"zoo", b"{}")).get("task_source", ""))
+        meta = json.loads((schema.metadata or {}).get(b"zoo", b"{}"))
+        sources.add(meta.get("task_source", ""))
+        provenance = meta.get("provenance")
+        environments[json.dumps(provenance, sort_keys=True) if provenance else ""] += 1
         for name in schema.names:
             if name.startswith(("train_", "test_")):
                 out[name] = schema.field(name).type
@@ -229,7 +263,7 @@ def _shard_columns(out_dir, records: list[ShardRecord]) -> tuple[dict[str, pa.Da
     for metric in gaps:
         if f"train_{metric}" in out:
             out[f"gen_gap_{metric}"] = pa.float64()
-    return out, sources
+    return out, sources, tuple(sorted(environments.items()))
 
 
 def _hyperparameter_columns(runs: list[RunConfig]) -> dict[str, pa.DataType]:

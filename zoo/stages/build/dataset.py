@@ -182,9 +182,10 @@ def _forget_stale(out_dir: Path, manifest: Manifest, plan: BuildPlan) -> dict[st
 
 def published_recipe(recipe: Recipe) -> str:
     """The recipe as published beside the data: as written, without the output folder (a path
-    of the machine that built it; the same zoo built elsewhere publishes the same file)."""
+    of the machine that built it; the same zoo built elsewhere publishes the same file) and
+    without where it is pushed (``output.push``: who runs it again pushes elsewhere)."""
     data = dict(recipe.data)
-    output = {k: v for k, v in (data.get("output") or {}).items() if k != "dir"}
+    output = {k: v for k, v in (data.get("output") or {}).items() if k not in ("dir", "push")}
     data = {k: v for k, v in data.items() if k != "output"} | ({"output": output} if output else {})
     return yaml.safe_dump(data, sort_keys=False)
 

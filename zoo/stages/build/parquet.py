@@ -43,6 +43,11 @@ WEIGHTS_ENCODINGS = ("BYTE_STREAM_SPLIT", "PLAIN")
 # zoos (benchmarks/build_throughput.py, load_throughput.py)
 ENCODING_SAMPLE_ROWS = 64
 STAGE = "build"  # the manifest stage of the dataset's data files
+# Row groups follow the rows' order (split, epoch, step, grid coordinates, seed): a new group
+# starts where the checkpoint (epoch, step) changes once the group holds this many bytes, so
+# the groups' statistics let a filtered read (zoo.load(where=...)) skip the other epochs, while
+# small zoos keep one group per file (issue 17; benchmarks/load_throughput.py).
+MIN_ROW_GROUP_BYTES = 2**20
 
 _JSON_TO_ARROW = {
     "integer": pa.int64(),
@@ -254,15 +259,18 @@ def encode_files(
 
     def encode(rows: pa.Table, encoding: str) -> pa.Buffer:
         sink = pa.BufferOutputStream()
-        pq.write_table(
-            rows,
+        with pq.ParquetWriter(
             sink,
+            rows.schema,
             compression=COMPRESSION,
-            row_group_size=per_group,
             use_dictionary=others,
             write_statistics=others,
             column_encoding={f"{n}.list.element": encoding for n in floats},
-        )
+        ) as writer:
+            for start, stop in row_groups(rows, per_group, row_bytes):
+                writer.write_table(
+                    rows.slice(start, stop - start), row_group_size=max(1, stop - start)
+                )
         return sink.getvalue()
 
     trials = [weights_encoding] if weights_encoding or not floats else WEIGHTS_ENCODINGS
@@ -273,6 +281,33 @@ def encode_files(
         best = min(trials, key=lambda e: encode(sample, e).size) if len(trials) > 1 else trials[0]
         out.append((data_file(config, split, part, i), encode(rows, best or "PLAIN").to_pybytes()))
     return out
+
+
+def row_groups(table: pa.Table, per_group: int, row_bytes: int) -> list[tuple[int, int]]:
+    """A file's row groups as ``(start, stop)`` rows: at most ``per_group`` rows each, and a new
+    one where the checkpoint (``epoch``, ``step``) changes once a group holds
+    ``MIN_ROW_GROUP_BYTES``."""
+    n = table.num_rows
+    cuts: list[int] = []
+    if {"epoch", "step"} <= set(table.column_names) and n > 1:
+        key = np.stack(
+            [
+                table["epoch"].to_numpy(zero_copy_only=False),
+                table["step"].to_numpy(zero_copy_only=False),
+            ],
+            axis=1,
+        )
+        cuts = list(1 + np.flatnonzero((key[1:] != key[:-1]).any(axis=1)))
+    least = max(1, MIN_ROW_GROUP_BYTES // row_bytes)
+    bounds, start = [], 0
+    for cut in [*cuts, n]:
+        while cut - start > per_group:  # a long stretch of one checkpoint: cap the groups
+            bounds.append((start, start + per_group))
+            start += per_group
+        if cut - start >= least or cut == n:
+            bounds.append((start, cut))
+            start = cut
+    return [b for b in bounds if b[1] > b[0]] or [(0, n)]
 
 
 def write_parquet_files(
