@@ -8,6 +8,9 @@ returns is :class:`zoo.tasks.base.Task`.
 Sources: ``digits`` (scikit-learn's bundled digits), ``fashion_mnist`` (idx files,
 :mod:`zoo.tasks.idx`), ``hf`` (any Hugging Face dataset, :mod:`zoo.tasks.hf`), and the generated
 ``teacher_student`` and ``modular`` (:mod:`zoo.tasks.teacher_student`, :mod:`zoo.tasks.modular`).
+Sequence tasks (token ids, for transformers): ``modular_tokens`` (:mod:`zoo.tasks.modular`),
+``algorithmic`` (copy, reverse, sort; :mod:`zoo.tasks.sequences`) and ``char_lm`` (a text file or
+a Hugging Face text dataset; :mod:`zoo.tasks.text`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from zoo.tasks.base import Task, make_task
 from zoo.tasks.digits import load_digits_task
 from zoo.tasks.hf import load_hf
 from zoo.tasks.idx import load_fashion_mnist
-from zoo.tasks.modular import load_modular
+from zoo.tasks.modular import load_modular, load_modular_tokens
+from zoo.tasks.sequences import load_algorithmic
 from zoo.tasks.teacher_student import load_teacher_student
+from zoo.tasks.text import load_char_lm
 
 __all__ = ["TASKS", "Task", "clear_task_cache", "load_task", "make_task"]
 
@@ -37,6 +42,9 @@ TASKS: dict[str, Callable[[dict], Task]] = {
     "teacher_student": load_teacher_student,
     "modular": load_modular,
     "hf": load_hf,
+    "modular_tokens": load_modular_tokens,
+    "algorithmic": load_algorithmic,
+    "char_lm": load_char_lm,
 }
 
 
