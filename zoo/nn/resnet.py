@@ -189,8 +189,8 @@ def _norm(layer: nn.Module, pre: str, params, h: torch.Tensor, m: int, training:
         raise ValueError(f"{pre}running_*: training updates them in place; pass contiguous tensors")
     if training:  # views: batch_norm updates the caller's running statistics in place
         mean, var = mean.view(-1), var.view(-1)
-    else:
-        mean, var = mean.reshape(-1), var.reshape(-1)
+    else:  # constants: batch_norm has no gradient for them (a Bezier bend is not trained there)
+        mean, var = mean.detach().reshape(-1), var.detach().reshape(-1)
     return F.batch_norm(h, mean, var, w, b, training, layer.momentum, layer.eps)
 
 
