@@ -5,10 +5,12 @@ Hessian-vector products through normalization against a dense Hessian."""
 
 import json
 
+import datasets
 import pytest
 import torch
 from torch.nn import functional as F
 
+import zoo
 from zoo.layout import Layout, flatten, permute_rows, random_permutations, unflatten
 from zoo.nn.architectures import build_model, to_module
 from zoo.nn.population import forward_population
@@ -17,6 +19,7 @@ from zoo.stages.landscape.hessian import PopulationHVP, lanczos_top
 from zoo.stages.landscape.metrics import fit_bezier, weight_metrics
 from zoo.stages.plan import forward_flops, memory_model, plan_batches
 from zoo.stages.train import train_one, train_population
+from zoo.tasks import load_task
 from zoo.weightspace.align import align
 from zoo.weightspace.augment import Augmenter, Noise, Prune, SignFlip, exact_symmetries
 
@@ -203,3 +206,47 @@ def test_memory_model_and_flops_count_the_residual_network():
     # stage 2: 4->8 stride 2 (4x4), 8->8 (4x4), shortcut 1x1 4->8 (4x4); head 8->10
     by_hand = 2 * (9 * 4 * 64 + 2 * 36 * 4 * 64 + 36 * 8 * 16 + 72 * 8 * 16 + 4 * 8 * 16 + 80)
     assert forward_flops(run) == by_hand
+
+
+def test_a_resnet_zoo_runs_end_to_end_and_rows_rebuild_from_layout_json(tmp_path):
+    recipe = recipe_from_dict(
+        {
+            "schema_version": 1,
+            "name": "res",
+            "task": {"name": "digits", "n_train": 128},
+            "model": _cfg("batch", blocks=1),
+            "train": {
+                "optimizer": "sgd",
+                "lr": 0.05,
+                "momentum": 0.9,
+                "batch_size": 32,
+                "epochs": 2,
+            },
+            "grid": {"train.batch_size": [16, 32]},
+            "seeds": 2,
+            "checkpoints": {"epochs": [0, 2]},
+            "landscape": {
+                "metrics": ["hessian", "weights", "cka", "barrier", "bezier", "phase"],
+                "probe": {"batches": 1, "batch_size": 32},
+                "hessian": {"iterations": 8, "trace_probes": 10},
+                "bezier": {"epochs": 1},
+                "barrier": {"aligned": True},
+            },
+            "execution": {"workers": 0},
+            "output": {"dir": str(tmp_path / "res")},
+        }
+    )
+    folder = zoo.run(recipe)
+    layout = zoo.load_layout(folder)
+    assert json.loads((folder / "layout.json").read_text())
+    rows = [r for split in datasets.load_dataset(str(folder)).values() for r in split]
+    task = load_task({k.removeprefix("task__"): v for k, v in rows[0].items() if "task__" in k})
+    last = [r for r in rows if r["epoch"] == 2]
+    assert len(last) == 4
+    for row in last:
+        assert row["hessian_top_eig"] > 0 and row["phase"] is not None
+        assert row["barrier_aligned_mean"] is not None and row["cka_mean"] is not None
+        net = zoo.to_module(row, layout)  # eval mode: BatchNorm's published running statistics
+        with torch.no_grad():
+            acc = (net(task.x_test).argmax(1) == task.y_test).float().mean().item()
+        assert acc == pytest.approx(row["test_acc"], abs=1e-6)

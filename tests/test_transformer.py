@@ -4,11 +4,14 @@ whole heads, q/k and v/o within heads) as exact symmetries, alignment of permute
 Hessian-vector products through attention and LayerNorm against a dense Hessian."""
 
 import json
+import math
 
+import datasets
 import pytest
 import torch
 from torch.nn import functional as F
 
+import zoo
 from zoo.layout import Layout, flatten, permute_rows, random_permutations, unflatten
 from zoo.nn.architectures import build_model, to_module
 from zoo.nn.population import forward_population
@@ -223,3 +226,44 @@ def test_hessian_vector_products_match_the_dense_hessian_through_attention():
     torch.testing.assert_close(losses, hvp.losses)
     ends = interpolation_losses(mods[0], layout, flat[:1], flat[1:], x, y, points=3)
     torch.testing.assert_close(ends[0, [0, -1]], losses)
+
+
+def test_a_transformer_zoo_runs_end_to_end_and_rows_rebuild_from_layout_json(tmp_path):
+    recipe = recipe_from_dict(
+        {
+            "schema_version": 1,
+            "name": "lm",
+            "task": {"name": "char_lm", "context": 8, "n_train": 64, "n_test": 32},
+            "model": {"arch": "transformer", "width": 8, "heads": 2, "layers": 1},
+            "train": {"optimizer": "adamw", "lr": 0.01, "batch_size": 16, "epochs": 2},
+            "grid": {"train.lr": [0.003, 0.01]},
+            "seeds": 2,
+            "checkpoints": {"epochs": [0, 2]},
+            "landscape": {
+                "metrics": ["hessian", "weights", "cka", "barrier", "bezier", "phase"],
+                "probe": {"batches": 1, "batch_size": 16},
+                "hessian": {"iterations": 8, "trace_probes": 10},
+                "bezier": {"epochs": 1},
+                "barrier": {"aligned": True},
+            },
+            "execution": {"workers": 0},
+            "output": {"dir": str(tmp_path / "lm")},
+        }
+    )
+    folder = zoo.run(recipe)
+    layout = zoo.load_layout(folder)
+    assert json.loads((folder / "layout.json").read_text())  # what an outsider reads
+    rows = [r for split in datasets.load_dataset(str(folder)).values() for r in split]
+    task = load_task({k.removeprefix("task__"): v for k, v in rows[0].items() if "task__" in k})
+    assert task.name == "char_lm" and rows[0]["task__path"].endswith("GPL-3")
+    last = [r for r in rows if r["epoch"] == 2]
+    assert len(last) == 4
+    assert last and all(r["hessian_top_eig"] is not None for r in last)
+    for row in last:
+        assert row["test_ppl"] == pytest.approx(math.exp(row["test_loss"]), rel=1e-6)
+        assert row["barrier_aligned_mean"] is not None and row["phase"] is not None
+        net = zoo.to_module(row, layout)
+        with torch.no_grad():
+            logits = net(task.x_test)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), task.y_test.reshape(-1))
+        assert float(loss) == pytest.approx(row["test_loss"], rel=1e-4)
