@@ -37,6 +37,8 @@ TINY = {
     "tie_embeddings": False,
 }
 TIED = {**TINY, "layers": 1, "tie_embeddings": True, "activation": "relu"}
+NO_NORM = {**TINY, "layers": 1, "norm": "none"}  # as Nanda et al.'s grokking transformer
+CASES, IDS = [TINY, TIED, NO_NORM], ["untied-2-layers", "tied", "no-layernorm"]
 
 
 def _tokens(n, t=5, vocab=7, seed=0):
@@ -50,7 +52,7 @@ def test_causal_attention_equals_torch_sdpa():
     torch.testing.assert_close(causal_attention(q, k, v), ref, atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("cfg", [TINY, TIED], ids=["untied-2-layers", "tied"])
+@pytest.mark.parametrize("cfg", CASES, ids=IDS)
 def test_population_forward_equals_each_module(cfg):
     mods = [randomized(cfg, (5,), 7, seed=i)[0] for i in range(3)]
     _, layout = build_model(cfg, (5,), 7)
@@ -66,7 +68,7 @@ def test_population_forward_equals_each_module(cfg):
     torch.testing.assert_close(shared, shared_ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("cfg", [TINY, TIED], ids=["untied-2-layers", "tied"])
+@pytest.mark.parametrize("cfg", CASES, ids=IDS)
 def test_every_generator_of_the_spec_is_a_symmetry_and_wrong_moves_are_not(cfg):
     invisible = [f"blocks.{i}.attn.k.bias" for i in range(cfg["layers"])]  # softmax cancels it
     wrong = check_symmetries(cfg, (5,), 7, _tokens(6), invisible=invisible)

@@ -262,7 +262,7 @@ def build_resnet(
     width, stages, blocks = int(cfg["width"]), int(cfg["stages"]), int(cfg["blocks"])
     norm, groups = cfg["norm"], int(cfg.get("norm_groups") or 1)
     if norm not in NORMS:
-        raise ModelError(f"model.norm {norm!r} is not one of {list(NORMS)}")
+        raise ModelError(f"model.norm {norm!r}: a resnet takes one of {list(NORMS)}")
     if norm == "group" and width % groups:
         raise ModelError(
             f"model.norm_groups={groups} must divide model.width={width} (GroupNorm splits the "

@@ -6,7 +6,9 @@ tie_embeddings: false}`` builds, on token sequences ``(B, T)`` of a task whose i
 outputs share one vocabulary of ``n_classes`` tokens::
 
     h = wte[x] + wpe[:T]                                  learned positions, (B, T, D)
-    per layer:  h = h + attn(ln1(h));  h = h + mlp(ln2(h))  pre-LayerNorm
+    per layer:  h = h + attn(ln1(h));  h = h + mlp(ln2(h))  pre-LayerNorm (norm: layer;
+                norm: none leaves the LayerNorms out, as the grokking transformer of Nanda et
+                al. 2023)
                 attn: q, k, v, o linear (D -> D), `heads` heads of D/heads, causal softmax
                 mlp:  fc (D -> F), activation, proj (F -> D)
     logits = ln_f(h) @ head.T   (head = wte with tie_embeddings: true)  (B, T, vocabulary)
@@ -73,11 +75,15 @@ class MLP(nn.Module):
         return self.proj(self.act(self.fc(x)))
 
 
+def _norm(d: int, norm: bool) -> nn.Module:
+    return nn.LayerNorm(d) if norm else nn.Identity()
+
+
 class Layer(nn.Module):
-    def __init__(self, d: int, heads: int, hidden: int, act: nn.Module):
+    def __init__(self, d: int, heads: int, hidden: int, act: nn.Module, norm: bool = True):
         super().__init__()
-        self.ln1, self.attn = nn.LayerNorm(d), Attention(d, heads)
-        self.ln2, self.mlp = nn.LayerNorm(d), MLP(d, hidden, act)
+        self.ln1, self.attn = _norm(d, norm), Attention(d, heads)
+        self.ln2, self.mlp = _norm(d, norm), MLP(d, hidden, act)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         h = h + self.attn(self.ln1(h))
@@ -88,11 +94,13 @@ class Transformer(nn.Module):
     """See the module docstring; ``forward`` takes tokens ``(B, T)`` (int64) and gives logits
     ``(B, T, vocabulary)``."""
 
-    def __init__(self, vocab, context, width, heads, layers, hidden, tied, act):
+    def __init__(self, vocab, context, width, heads, layers, hidden, tied, act, norm=True):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(vocab, width), nn.Embedding(context, width)
-        self.blocks = nn.ModuleList(Layer(width, heads, hidden, act()) for _ in range(layers))
-        self.ln_f = nn.LayerNorm(width)
+        self.blocks = nn.ModuleList(
+            Layer(width, heads, hidden, act(), norm) for _ in range(layers)
+        )
+        self.ln_f = _norm(width, norm)
         self.head = None if tied else nn.Linear(width, vocab, bias=False)
         self.heads = heads
 
@@ -148,7 +156,10 @@ def _linear(h: torch.Tensor, params: dict, pre: str) -> torch.Tensor:
 
 
 def _layer_norm(h: torch.Tensor, params: dict, pre: str) -> torch.Tensor:
-    """M LayerNorms over the last axis, each with its own gain and bias ``(M, D)``."""
+    """M LayerNorms over the last axis, each with its own gain and bias ``(M, D)`` (none:
+    the identity, for ``norm: none``)."""
+    if pre + "weight" not in params:
+        return h
     w, b = params[pre + "weight"].unsqueeze(1), params[pre + "bias"].unsqueeze(1)
     return F.layer_norm(h, h.shape[-1:]) * w + b
 
@@ -156,7 +167,7 @@ def _layer_norm(h: torch.Tensor, params: dict, pre: str) -> torch.Tensor:
 # --- building and the permutation spec ---------------------------------------------------------
 
 
-def transformer_spec(width: int, heads: int, layers: int, hidden: int, tied: bool):
+def transformer_spec(width: int, heads: int, layers: int, hidden: int, tied: bool, norm=True):
     """The permutation spec of :class:`Transformer` (see the module docstring): ``P0`` the
     residual stream; per layer ``l`` four groups: the heads, the query/key dimensions and the
     value/output dimensions (both blocked by the heads), and the MLP's hidden units."""
@@ -177,14 +188,15 @@ def transformer_spec(width: int, heads: int, layers: int, hidden: int, tied: boo
             }
         )
         blocks[qk], blocks[vo] = (hp, width // heads), (hp, width // heads)
-        for ln in ("ln1", "ln2"):
+        for ln in ("ln1", "ln2") if norm else ():
             axes[f"{pre}{ln}.weight"], axes[f"{pre}{ln}.bias"] = ("P0",), ("P0",)
         for n, group in (("q", qk), ("k", qk), ("v", vo)):
             axes[f"{pre}attn.{n}.weight"], axes[f"{pre}attn.{n}.bias"] = (group, "P0"), (group,)
         axes[f"{pre}attn.o.weight"], axes[f"{pre}attn.o.bias"] = ("P0", vo), ("P0",)
         axes[f"{pre}mlp.fc.weight"], axes[f"{pre}mlp.fc.bias"] = (mlp, "P0"), (mlp,)
         axes[f"{pre}mlp.proj.weight"], axes[f"{pre}mlp.proj.bias"] = ("P0", mlp), ("P0",)
-    axes["ln_f.weight"], axes["ln_f.bias"] = ("P0",), ("P0",)
+    if norm:
+        axes["ln_f.weight"], axes["ln_f.bias"] = ("P0",), ("P0",)
     if not tied:
         axes["head.weight"] = (None, "P0")
     return PermutationSpec(sizes, axes, {}, blocks, roles)
@@ -210,5 +222,10 @@ def build_transformer(
         )
     hidden = int(cfg.get("mlp_width") or 4 * width)
     tied = bool(cfg["tie_embeddings"])
-    module = Transformer(n_classes, input_shape[0], width, heads, layers, hidden, tied, act)
-    return module, transformer_spec(width, heads, layers, hidden, tied)
+    if cfg.get("norm", "layer") not in ("layer", "none"):
+        raise ModelError(
+            f"model.norm {cfg['norm']!r}: a transformer takes 'layer' (pre-LayerNorm) or 'none'"
+        )
+    norm = cfg.get("norm", "layer") == "layer"
+    args = (n_classes, input_shape[0], width, heads, layers, hidden, tied, act, norm)
+    return Transformer(*args), transformer_spec(width, heads, layers, hidden, tied, norm)
