@@ -19,12 +19,13 @@ from zoo.nn.transformer import causal_attention
 from zoo.recipe import expand_recipe, recipe_from_dict
 from zoo.stages.landscape.hessian import PopulationHVP, lanczos_top
 from zoo.stages.landscape.metrics import interpolation_losses, population_losses
-from zoo.stages.plan import plan_batches
+from zoo.stages.plan import forward_flops, plan_batches
 from zoo.stages.train import train_one, train_population
 from zoo.tasks import load_task
 from zoo.weightspace.align import align, loss_barrier
 from zoo.weightspace.augment import Augmenter, Permute, Rescale, exact_symmetries
 
+from .conftest import tiny_recipe
 from .symmetry import check_symmetries, randomized
 
 TINY = {
@@ -179,6 +180,8 @@ def test_align_gives_back_a_permuted_copy_and_its_barrier_is_zero():
     assert (rows - theta).abs().max() > 0.1
     aligned = align(rows, theta, layout)
     assert torch.equal(aligned.weights, theta.expand(2, -1))
+    with pytest.raises(ValueError, match="for 'transformer' use weight matching"):
+        align(rows, theta, layout, probe=_tokens(4))
     task = load_task({"name": "modular_tokens", "modulus": 5})
     x, y = task.x_train[:20], task.y_train[:20]
     before = loss_barrier(theta, rows[0], layout, x, y)
@@ -269,3 +272,26 @@ def test_a_transformer_zoo_runs_end_to_end_and_rows_rebuild_from_layout_json(tmp
             logits = net(task.x_test)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), task.y_test.reshape(-1))
         assert float(loss) == pytest.approx(row["test_loss"], rel=1e-4)
+
+
+def test_flops_and_config_errors_of_the_transformer():
+    recipe = _sequence_recipe(
+        {"name": "modular_tokens", "modulus": 5},
+        {"optimizer": "adam", "lr": 0.01, "batch_size": 8, "epochs": 2},
+        {"train.lr": [0.01]},
+        model={"arch": "transformer", "width": 8, "heads": 2, "layers": 1, "mlp_width": 12},
+    )
+    run = expand_recipe(recipe)[0]
+    # per example of T = 4 tokens: q, k, v, o (8x8), fc (8->12), proj (12->8), head (8->7),
+    # and the attention products q·k and scores·v (4·T²·D)
+    by_hand = 4 * (4 * 2 * 8 * 8 + 2 * 2 * 8 * 12 + 2 * 8 * 7) + 4 * 4 * 4 * 8
+    assert forward_flops(run) == by_hand
+    with pytest.raises(ValueError, match="heads=3 must divide model.width=8"):
+        build_model({**TINY, "heads": 3}, (5,), 7)
+    with pytest.raises(ValueError, match="a transformer takes 'layer'"):
+        build_model({**TINY, "norm": "batch"}, (5,), 7)
+    with pytest.raises(ValueError, match="transformer needs token sequences"):
+        build_model(TINY, (1, 8, 8), 7)
+    bad = tiny_recipe(None).data | {"model": {"arch": "mlp", "heads": 2}}
+    with pytest.raises(ValueError, match="model.heads: does not apply to model.arch 'mlp'"):
+        recipe_from_dict(bad)
