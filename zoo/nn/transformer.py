@@ -97,9 +97,7 @@ class Transformer(nn.Module):
     def __init__(self, vocab, context, width, heads, layers, hidden, tied, act, norm=True):
         super().__init__()
         self.wte, self.wpe = nn.Embedding(vocab, width), nn.Embedding(context, width)
-        self.blocks = nn.ModuleList(
-            Layer(width, heads, hidden, act(), norm) for _ in range(layers)
-        )
+        self.blocks = nn.ModuleList(Layer(width, heads, hidden, act(), norm) for _ in range(layers))
         self.ln_f = _norm(width, norm)
         self.head = None if tied else nn.Linear(width, vocab, bias=False)
         self.heads = heads
