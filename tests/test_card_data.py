@@ -87,3 +87,72 @@ def test_fashion_mnist_as_the_card_describes_it(tmp_path):
 @pytest.mark.parametrize("name", ["digits", "modular", "teacher_student", "fashion_mnist", "hf"])
 def test_every_task_is_described(name):
     assert describe_task({"name": name, "path": "x"})
+
+
+def test_modular_tokens_as_the_card_describes_it():
+    cfg = {"name": "modular_tokens", "modulus": 5, "operation": "add", "train_fraction": 0.6}
+    assert "[a, p, b, p+1]" in describe_task(cfg)
+    a, b = np.divmod(np.arange(25), 5)
+    x = np.stack([a, np.full(25, 5), b, np.full(25, 6)], axis=1)
+    y = np.full_like(x, -100)
+    y[:, -1] = (a + b) % 5
+    perm = rng(0, 1).permutation(25)
+    train, test = np.sort(perm[:15]), np.sort(perm[15:])
+    task = load_task({**cfg, "split_seed": 0})
+    assert np.array_equal(task.x_train.numpy(), x[train])
+    assert np.array_equal(task.y_test.numpy(), y[test])
+
+
+@pytest.mark.parametrize("algorithm", ["copy", "reverse", "sort"])
+def test_algorithmic_as_the_card_describes_it(algorithm):
+    cfg = {
+        "name": "algorithmic",
+        "algorithm": algorithm,
+        "length": 3,
+        "symbols": 4,
+        "n_train": 30,
+        "n_test": 20,
+        "split_seed": 1,
+    }
+    assert "SeedSequence([split_seed, 70])" in describe_task(cfg)
+    g, kept, seen = rng(1, 70), [], set()
+    while len(kept) < 50:
+        for row in g.integers(0, 4, (50, 3)).tolist():
+            if tuple(row) not in seen:
+                seen.add(tuple(row))
+                kept.append(row)
+    s = np.array(kept[:50])
+    o = {"copy": s, "reverse": s[:, ::-1], "sort": np.sort(s, axis=1)}[algorithm]
+    x = np.concatenate([s, np.full((50, 1), 4), o[:, :-1]], axis=1)
+    y = np.concatenate([np.full_like(s, -100), o], axis=1)
+    task = load_task(cfg)
+    assert np.array_equal(task.x_train.numpy(), x[:30])
+    assert np.array_equal(task.x_test.numpy(), x[30:])
+    assert np.array_equal(task.y_test.numpy(), y[30:])
+
+
+def test_char_lm_as_the_card_describes_it(tmp_path):
+    text = "the quick brown fox jumps over the lazy dog; " * 20 + "ünïcode ✓"
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    cfg = {"name": "char_lm", "path": str(path), "context": 7, "test_fraction": 0.25}
+    cfg |= {"n_train": 50, "split_seed": 4}
+    assert "sorted(set(text))" in describe_task(cfg)
+    vocab = sorted(set(text))
+    ids = np.array([vocab.index(c) for c in text])
+    cut = round(0.75 * len(ids))
+
+    def cut_windows(part):
+        n = (len(part) - 1) // 7
+        w = np.stack([part[i * 7 : i * 7 + 8] for i in range(n)])
+        return w[:, :-1], w[:, 1:]
+
+    x_train, y_train = cut_windows(ids[:cut])
+    x_test, y_test = cut_windows(ids[cut:])
+    keep = subset(len(x_train), 50, 4, 2)
+    task = load_task(cfg)
+    assert task.n_classes == len(vocab)
+    assert np.array_equal(task.x_train.numpy(), x_train[keep])
+    assert np.array_equal(task.y_train.numpy(), y_train[keep])
+    assert np.array_equal(task.x_test.numpy(), x_test)
+    assert np.array_equal(task.y_test.numpy(), y_test)

@@ -88,3 +88,23 @@ def test_to_module_rebuilds_the_same_function():
     torch.testing.assert_close(rebuilt(x), module(x))
     with pytest.raises(ValueError, match="has 10 entries but the layout has 4970"):
         to_module(torch.zeros(10), layout)
+
+
+def test_chain_layouts_are_unchanged_by_blocks_roles_and_buffers_issue15():
+    # layout.json and its hash are part of published zoos: the optional spec fields (blocks,
+    # roles) and the buffer list must not appear for networks that have none
+    pinned = {
+        ("mlp", (1, 8, 8)): "d27ee4c2dba16cc0",
+        ("cnn_s", (1, 28, 28)): "898608f238b72bc2",
+        ("cnn_small", (1, 28, 28)): "bd1b122d59f23ac8",
+    }
+    cfgs = {
+        "mlp": {"arch": "mlp", "width": 32, "depth": 2, "activation": "relu"},
+        "cnn_s": {"arch": "cnn_s", "activation": "tanh"},
+        "cnn_small": {"arch": "cnn_small", "width": 16, "activation": "relu"},
+    }
+    for (arch, shape), digest in pinned.items():
+        _, layout = build_model(cfgs[arch], shape, 10)
+        d = layout.to_dict()
+        assert "buffers" not in d and set(d["perm_spec"]) == {"sizes", "axes", "repeats"}
+        assert layout.sha256 == digest, arch

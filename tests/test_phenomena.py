@@ -78,3 +78,28 @@ def test_grokking_test_accuracy_rises_long_after_train_accuracy_saturates():
             assert curve[-1]["train_acc"] == 1.0
     chance = 1 / 23
     assert final[0.0] < chance < final[3.0], final
+
+
+def test_transformers_grok_with_weight_decay_long_after_memorizing():
+    # Power et al. 2022, Nanda et al. 2023: a one-layer transformer on `a + b =` (mod 23)
+    # memorizes its training pairs early; with weight decay its accuracy on unseen pairs rises
+    # long after that, without it the net stays a memorizer
+    data = _tiny(
+        "modular_tokens_transformer_weight_decay.yaml",
+        grid={"train.weight_decay": [0.0, 2.0]},
+        seeds=1,
+        checkpoints={"every": 50},
+    )
+    data["train"].update(epochs=1000)
+    curves = {}
+    for run, _, rows in _train(data).values():
+        curves[run.train["weight_decay"]] = [rows[(run.run_id, e)] for e in run.checkpoints]
+    for wd, curve in curves.items():
+        memorized = next(r for r in curve if r["train_acc"] >= 0.99)
+        assert memorized["epoch"] <= 200 and memorized["test_acc"] < 0.6, (wd, memorized)
+        later = [r["test_acc"] for r in curve if r["epoch"] > memorized["epoch"]]
+        if wd == 0.0:  # a memorizer: no better on unseen pairs than when it memorized
+            assert max(later) < memorized["test_acc"] + 0.1, later
+        else:
+            grokked = next(r for r in curve if r["test_acc"] >= 0.9)
+            assert grokked["epoch"] >= 3 * memorized["epoch"], (memorized, grokked)

@@ -163,9 +163,9 @@ def test_cli_plan_run_inspect_and_bad_recipe(tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["inspect", str(tmp_path / "out")])
     assert result.exit_code == 0 and "mlp_d1_w8" in result.output
-    result = runner.invoke(app, ["run", str(path), "--set", "model.arch=resnet"])
+    result = runner.invoke(app, ["run", str(path), "--set", "model.arch=vgg"])
     assert result.exit_code == 2
-    assert "model.arch: 'resnet' is not allowed; allowed values: ['mlp', 'cnn_s', 'cnn_small']" in (
+    assert "model.arch: 'vgg' is not allowed; allowed values: ['mlp', 'cnn_s', 'cnn_small'" in (
         result.output
     )
 

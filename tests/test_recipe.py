@@ -120,7 +120,7 @@ def test_bad_recipe_reports_every_problem_with_path_and_allowed_values():
     text = str(info.value)
     assert text.startswith("bad.yaml: 3 problems")
     assert "task.name: 'digitz' is not allowed; allowed values: ['digits', 'fashion_mnist'" in text
-    assert "model: unknown key(s) ['wdth']; allowed keys: ['activation', 'arch', 'depth'" in text
+    assert "model: unknown key(s) ['wdth']; allowed keys: ['activation', 'arch', 'blocks'" in text
     assert "train.epochs: expected integer, got 'ten'" in text
 
 

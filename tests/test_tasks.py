@@ -136,7 +136,10 @@ def test_teacher_student_bad_config():
 
 
 def test_load_task_unknown_name():
-    allowed = "allowed: digits, fashion_mnist, hf, modular, teacher_student"
+    allowed = (
+        "allowed: algorithmic, char_lm, digits, fashion_mnist, hf, modular, modular_tokens, "
+        "teacher_student"
+    )
     with pytest.raises(TaskError, match=allowed):
         load_task({"name": "imagenet"})
     with pytest.raises(TaskError, match="name"):

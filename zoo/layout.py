@@ -8,6 +8,23 @@ The permutation spec is plain data (as in Git Re-Basin): ``axes[param]`` names, 
 of a parameter, the permutation group acting on it (or ``None``). ``perm_to_axes`` is derived.
 Where a convolution's channels are flattened into a linear layer, each channel spans
 ``repeat`` consecutive inputs of that layer (``repeats[param][axis]``).
+
+Residual networks and transformers (issue 15) need two more notions, both optional, so the
+layouts of chain networks are byte-for-byte what they were:
+
+- ``blocks[group] = (outer, size)``: the group's units come in consecutive blocks of ``size``
+  (attention heads; the channel groups of a GroupNorm) that may only move as whole blocks, all
+  blocks together by the permutation of ``outer``, while the units inside each block permute
+  freely (each block on its own). Several groups may share one ``outer`` group: a head's
+  query/key dimensions and its value/output dimensions move with the head, each pair permuted
+  within the head on its own. :func:`compose_blocks` builds such a permutation.
+- ``roles[group]``: what a group permutes, in words (``residual stream``, ``attention heads of
+  layer 0``, ...), so that ``layout.json`` documents the symmetry without the code.
+
+A layout may also hold **buffers** (BatchNorm's running statistics): state that is stored and
+published with the weights (the flat vector holds them, in ``state_dict`` order) but is not
+trained by gradient descent. ``Layout.buffers`` names them; :attr:`Layout.parameters` is the
+rest.
 """
 
 from __future__ import annotations
@@ -35,6 +52,29 @@ class PermutationSpec:
     sizes: dict[str, int]
     axes: dict[str, tuple[str | None, ...]]
     repeats: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    blocks: dict[str, tuple[str, int]] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for group, (outer, size) in self.blocks.items():
+            if outer not in self.sizes or group not in self.sizes:
+                raise ValueError(
+                    f"perm_spec.blocks[{group!r}] = ({outer!r}, {size}): both groups must be in "
+                    f"perm_spec.sizes (it has {sorted(self.sizes)})"
+                )
+            if outer in self.blocks or self.sizes[group] != self.sizes[outer] * size:
+                raise ValueError(
+                    f"perm_spec.blocks[{group!r}]: {self.sizes[group]} units must be "
+                    f"{self.sizes[outer]} blocks ({outer!r}, itself not blocked) of {size}"
+                )
+
+    @property
+    def outer_groups(self) -> dict[str, list[str]]:
+        """Outer group -> the blocked groups that move with it (derived from ``blocks``)."""
+        out: dict[str, list[str]] = {}
+        for group, (outer, _) in sorted(self.blocks.items()):
+            out.setdefault(outer, []).append(group)
+        return out
 
     @property
     def perm_to_axes(self) -> dict[str, list[tuple[str, int]]]:
@@ -50,11 +90,16 @@ class PermutationSpec:
         return self.repeats.get(name, (1,) * len(self.axes[name]))[axis]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "sizes": dict(self.sizes),
             "axes": {k: list(v) for k, v in self.axes.items()},
             "repeats": {k: list(v) for k, v in self.repeats.items()},
         }
+        if self.blocks:  # absent for chain networks: their layout.json is unchanged
+            out["blocks"] = {k: [outer, size] for k, (outer, size) in self.blocks.items()}
+        if self.roles:
+            out["roles"] = dict(self.roles)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PermutationSpec:
@@ -62,6 +107,8 @@ class PermutationSpec:
             sizes={k: int(v) for k, v in d["sizes"].items()},
             axes={k: tuple(v) for k, v in d["axes"].items()},
             repeats={k: tuple(int(r) for r in v) for k, v in d.get("repeats", {}).items()},
+            blocks={k: (str(o), int(n)) for k, (o, n) in d.get("blocks", {}).items()},
+            roles={k: str(v) for k, v in d.get("roles", {}).items()},
         )
 
 
@@ -75,12 +122,20 @@ class Layout:
         model: the resolved model config plus ``input_shape`` and ``n_classes``: enough for
             :func:`zoo.nn.architectures.build_model` to rebuild the module.
         perm_spec: the hidden-unit symmetries of the network.
+        buffers: the names that are buffers (BatchNorm running statistics): stored in the flat
+            vector like parameters, but not trained by gradient descent.
     """
 
     names: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
     model: dict[str, Any]
     perm_spec: PermutationSpec
+    buffers: tuple[str, ...] = ()
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The names that are trained parameters (all names but the buffers)."""
+        return tuple(n for n in self.names if n not in self.buffers)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -116,7 +171,7 @@ class Layout:
             "num_params": self.num_params,
             "model": dict(self.model),
             "perm_spec": self.perm_spec.to_dict(),
-        }
+        } | ({"buffers": list(self.buffers)} if self.buffers else {})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Layout:
@@ -125,6 +180,7 @@ class Layout:
             shapes=tuple(tuple(int(x) for x in s) for s in d["shapes"]),
             model=dict(d["model"]),
             perm_spec=PermutationSpec.from_dict(d["perm_spec"]),
+            buffers=tuple(d.get("buffers", ())),
         )
 
 
@@ -165,6 +221,43 @@ def _expand_index(perm: torch.Tensor, repeat: int) -> torch.Tensor:
     if repeat == 1:
         return perm
     return (perm[:, None] * repeat + torch.arange(repeat, device=perm.device)).reshape(-1)
+
+
+def compose_blocks(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """A permutation of blocked units: block ``h`` takes old block ``outer[h]``, and its unit
+    ``i`` takes unit ``inner[h, i]`` of that block (``perm[h*s + i] = outer[h]*s + inner[h, i]``).
+
+    Args:
+        outer: ``(*B, k)`` permutations of the ``k`` blocks.
+        inner: ``(*B, k, s)`` one permutation of ``s`` units per block.
+    Returns:
+        ``(*B, k*s)`` LongTensor, to index like any other group's permutation.
+
+    Example:
+        >>> compose_blocks(torch.tensor([1, 0]), torch.tensor([[1, 0], [0, 1]])).tolist()
+        [3, 2, 0, 1]
+    """
+    s = inner.shape[-1]
+    return (outer.unsqueeze(-1) * s + inner).flatten(-2)
+
+
+def random_permutations(spec: PermutationSpec, b: int, gen: torch.Generator) -> dict:
+    """``b`` uniformly random spec-consistent permutations of every group: group -> ``(b, n)``.
+
+    Groups are drawn in sorted order (one ``torch.rand(b, n)`` each, argsorted); a blocked group
+    draws ``(b, k, s)`` within-block permutations and is then composed with its outer group's
+    (:func:`compose_blocks`), so its blocks move together with every other group of that outer.
+    """
+    perms = {}
+    for g, n in sorted(spec.sizes.items()):
+        if g in spec.blocks:
+            k = spec.sizes[spec.blocks[g][0]]
+            perms[g] = torch.rand(b, k, n // k, generator=gen).argsort(dim=-1)  # (b, k, s)
+        else:
+            perms[g] = torch.rand(b, n, generator=gen).argsort(dim=1)  # (b, n)
+    for g, (outer, _) in spec.blocks.items():
+        perms[g] = compose_blocks(perms[outer], perms[g])
+    return perms
 
 
 def apply_permutation(

@@ -7,7 +7,7 @@ never a global RNG.
 
 Two seeds are in play, and the numbers are distinct within each:
 
-- **data seeds** (a task's ``split_seed`` or ``teacher_seed``): the task streams 1-7;
+- **data seeds** (a task's ``split_seed`` or ``teacher_seed``): the task streams 1-7 and 70;
 - **run and tool seeds** (a run's ``seed``, a landscape probe's ``seed``, an augmenter's or a
   baseline's ``seed``): every other stream.
 
@@ -34,6 +34,7 @@ TEACHER = 4  # teacher network of teacher_student
 X_TRAIN = 5  # teacher_student training inputs
 X_TEST = 6  # teacher_student test inputs
 LABEL_NOISE = 7  # which training labels are replaced, and by what
+SEQUENCES = 70  # the random sequences of the algorithmic tasks (copy, reverse, sort)
 
 DATA_STREAMS = {
     "SPLIT": SPLIT,
@@ -43,6 +44,7 @@ DATA_STREAMS = {
     "X_TRAIN": X_TRAIN,
     "X_TEST": X_TEST,
     "LABEL_NOISE": LABEL_NOISE,
+    "SEQUENCES": SEQUENCES,
 }
 
 # -- run and tool seeds ----------------------------------------------------------------------------

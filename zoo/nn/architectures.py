@@ -1,8 +1,11 @@
-"""Architectures: each builds an ``nn.Sequential`` and its permutation spec from the model config.
+"""Architectures: each builds a module and its permutation spec from the model config.
 
 One definition serves both ways a network is run: the plain module (``build_model``), the
 per-model reference and what ``to_module`` returns, and the population forward
-(:mod:`zoo.nn.population`), which reads the *same* layer list and runs M models at once.
+(:mod:`zoo.nn.population`), which reads the *same* layer list and runs M models at once. The
+chain networks here are ``nn.Sequential``; the residual network and the transformer
+(:mod:`zoo.nn.resnet`, :mod:`zoo.nn.transformer`) are modules with a ``forward_population``
+method of their own.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from torch import nn
 
 from zoo.errors import ModelError
 from zoo.layout import Layout, PermutationSpec, unflatten
+from zoo.nn.resnet import build_resnet
+from zoo.nn.transformer import build_transformer
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -25,7 +30,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "gelu": nn.GELU,
 }
 
-Built = tuple[nn.Sequential, PermutationSpec]
+Built = tuple[nn.Module, PermutationSpec]
 
 
 class SeededDropout(nn.Dropout):
@@ -179,10 +184,22 @@ def build_cnn_small(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> 
     return nn.Sequential(OrderedDict(mods)), _chain_spec(layers, {})
 
 
+def _resnet(cfg: dict, input_shape: tuple[int, ...], n_classes: int):
+    """ResNet (:mod:`zoo.nn.resnet`): stages x blocks x width, BatchNorm/GroupNorm/LayerNorm."""
+    return build_resnet(cfg, input_shape, n_classes, ACTIVATIONS[cfg["activation"]])
+
+
+def _transformer(cfg: dict, input_shape: tuple[int, ...], n_classes: int):
+    """Decoder-only transformer (:mod:`zoo.nn.transformer`) on token sequences."""
+    return build_transformer(cfg, input_shape, n_classes, ACTIVATIONS[cfg["activation"]])
+
+
 ARCHITECTURES: dict[str, Callable[[dict, tuple[int, ...], int], Built]] = {
     "mlp": build_mlp,
     "cnn_s": build_cnn_s,
     "cnn_small": build_cnn_small,
+    "resnet": _resnet,
+    "transformer": _transformer,
 }
 
 
@@ -219,16 +236,18 @@ def build_model(
     # their rate share one layout (one dataset config), and to_module rebuilds without it
     model_info: dict[str, Any] = {k: v for k, v in cfg.items() if k != "dropout"}
     model_info.update(input_shape=list(input_shape), n_classes=int(n_classes))
+    buffers = {name for name, _ in module.named_buffers()}  # BatchNorm's running statistics
     layout = Layout(
         names=tuple(state),
         shapes=tuple(tuple(v.shape) for v in state.values()),
         model=model_info,
         perm_spec=spec,
+        buffers=tuple(n for n in state if n in buffers),
     )
     return module, layout
 
 
-def build_model_from_layout(layout: Layout) -> nn.Sequential:
+def build_model_from_layout(layout: Layout) -> nn.Module:
     """The (untrained) module a layout describes."""
     cfg = {k: v for k, v in layout.model.items() if k not in ("input_shape", "n_classes")}
     module, _ = build_model(cfg, tuple(layout.model["input_shape"]), layout.model["n_classes"])
@@ -236,16 +255,21 @@ def build_model_from_layout(layout: Layout) -> nn.Sequential:
 
 
 def layout_name(layout: Layout) -> str:
-    """A readable config name for a layout, e.g. ``mlp_d2_w32``, ``cnn_s``, ``cnn_small_w16``."""
+    """A readable config name for a layout, e.g. ``mlp_d2_w32``, ``cnn_s``, ``cnn_small_w16``,
+    ``resnet_s2_b1_w8``, ``transformer_l1_w128_h4``."""
     m = layout.model
     if m["arch"] == "mlp":
         return f"mlp_d{m['depth']}_w{m['width']}"
     if m["arch"] == "cnn_small":
         return f"cnn_small_w{m['width']}"
+    if m["arch"] == "resnet":
+        return f"resnet_s{m['stages']}_b{m['blocks']}_w{m['width']}"
+    if m["arch"] == "transformer":
+        return f"transformer_l{m['layers']}_w{m['width']}_h{m['heads']}"
     return m["arch"]
 
 
-def to_module(weights, layout: Layout, activation: str | None = None) -> nn.Sequential:
+def to_module(weights, layout: Layout, activation: str | None = None) -> nn.Module:
     """Rebuild a working ``nn.Module`` from a flat weight vector (or a dataset row).
 
     Args:
@@ -254,7 +278,8 @@ def to_module(weights, layout: Layout, activation: str | None = None) -> nn.Sequ
         activation: the network's activation where the config's rows differ in it (the layout
             then has none); a row gives its own (``model__activation``).
     Returns:
-        the module in eval mode, its parameters set from ``weights``.
+        the module in eval mode, its parameters (and buffers: BatchNorm's running statistics)
+        set from ``weights``.
     """
     if isinstance(weights, dict):
         activation = activation or weights.get("model__activation")

@@ -220,7 +220,11 @@ SCHEMES: tuple[str, ...] = (*INITS, *DETERMINISTIC_INITS, "lsuv")
 
 
 def _weight_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    """Every layer whose weight the scheme draws, in ``named_modules`` order: Linear, Conv2d and
+    Embedding (a transformer's token and position tables, read as ``(vocabulary, width)``
+    matrices: fan_in = width). Normalization layers keep PyTorch's ones and zeros."""
+    kinds = nn.Linear | nn.Conv2d | nn.Embedding
+    return [(n, m) for n, m in module.named_modules() if isinstance(m, kinds)]
 
 
 def _output_of(module: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -276,7 +280,7 @@ def lsuv_(module: nn.Module, x: torch.Tensor, tol: float, max_iter: int) -> list
 
 
 def _fill_bias(layer: nn.Module, mode: str, gen: torch.Generator) -> None:
-    if layer.bias is None:
+    if getattr(layer, "bias", None) is None:  # bias-free convolutions, embeddings
         return
     if mode == "zeros":
         layer.bias.zero_()
@@ -293,9 +297,9 @@ def init_module(
     gen: torch.Generator,
     inputs: torch.Tensor | None = None,
 ) -> None:
-    """Initialize every Linear and Conv2d of ``module`` in place, in ``named_modules`` order:
-    each layer's weight by the scheme and its bias, then (``lsuv``) the variance rescaling, then
-    every weight times α (``init.scale``).
+    """Initialize every Linear, Conv2d and Embedding of ``module`` in place, in ``named_modules``
+    order: each layer's weight by the scheme and its bias, then (``lsuv``) the variance
+    rescaling, then every weight times α (``init.scale``).
 
     Args:
         module: the network.

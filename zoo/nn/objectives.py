@@ -31,6 +31,8 @@ class Objective(Protocol):
 
     def module_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
 
+    def means(self, totals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
 
 @dataclass(frozen=True)
 class CrossEntropy:
@@ -73,5 +75,29 @@ class CrossEntropy:
         """The scalar loss of one plain module's outputs (the per-model reference loop)."""
         return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
 
+    def means(self, totals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each metric's mean over the scored targets, from the summed :meth:`sums` of every
+        evaluation batch: ``{metric: (M,)}`` for each name in :attr:`metrics`."""
+        count = totals["count"]
+        return {k: v / count for k, v in totals.items() if k != "count"}
 
-OBJECTIVES: dict[str, Objective] = {CrossEntropy.name: CrossEntropy()}
+
+@dataclass(frozen=True)
+class LanguageModel(CrossEntropy):
+    """Next-token prediction (character-level language modelling): cross-entropy over every
+    scored position, as :class:`CrossEntropy`, reporting the token accuracy ``acc`` and the
+    perplexity ``ppl`` = exp(mean loss in nats) of the whole split (not a mean of per-batch
+    perplexities)."""
+
+    name: ClassVar[str] = "language_model"
+    metrics: ClassVar[tuple[str, ...]] = ("loss", "acc", "ppl")
+
+    def means(self, totals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = super().means(totals)
+        return out | {"ppl": out["loss"].exp()}
+
+
+OBJECTIVES: dict[str, Objective] = {
+    CrossEntropy.name: CrossEntropy(),
+    LanguageModel.name: LanguageModel(),
+}

@@ -83,12 +83,18 @@ def _pop_dropout(
     return h * (torch.cat(masks, 1) if folded else torch.stack(masks))
 
 
+def inputs_as(x: torch.Tensor, device, dtype: torch.dtype) -> torch.Tensor:
+    """A task's inputs on ``device``: floating inputs in ``dtype``, token ids stay int64."""
+    return x.to(device, dtype) if x.is_floating_point() else x.to(device)
+
+
 def forward_population(
-    module: nn.Sequential,
+    module: nn.Module,
     params: dict[str, torch.Tensor],
     x: torch.Tensor,
     dropout: list[tuple[torch.Generator, float]] | None = None,
     unfold_first: bool = False,
+    training: bool = False,
 ) -> torch.Tensor:
     """Run M models of one architecture at once.
 
@@ -105,9 +111,15 @@ def forward_population(
             unfolded input patches. Same values; its double backward (Hessian-vector products)
             skips the input gradient a convolution's computes and does not need (CNN-s HVP on
             256 examples: 52 -> 40 ms on CPU).
+        training: normalization in training mode (batch statistics; BatchNorm's running
+            statistics in ``params`` updated in place), as the trainer's steps need; otherwise
+            evaluation mode. Chain networks have no normalization and ignore it.
     Returns:
-        logits ``(M, B, n_classes)``; model m's slice equals ``module`` loaded with its weights.
+        logits ``(M, B, n_classes)`` (``(M, B, T, vocabulary)`` for a transformer); model m's
+        slice equals ``module`` loaded with its weights.
     """
+    if not isinstance(module, nn.Sequential):  # a residual network or a transformer
+        return module.forward_population(params, x, training=training)
     m = x.shape[0]
     children = list(module.named_children())
     start, h, folded = _first_layer(children, params, x, unfold_first)

@@ -186,15 +186,49 @@ class MemoryModel:
         return cls(int(d["shared"]), int(d["per_model"]), int(d["per_chunk"]))
 
 
-def activation_sizes(module: nn.Sequential, input_shape: tuple[int, ...]) -> list[int]:
-    """Elements per example of the input and of each layer's output, in order."""
-    h = torch.zeros(1, *input_shape)
+def activation_sizes(
+    module: nn.Module, input_shape: tuple[int, ...], example: torch.Tensor | None = None
+) -> list[int]:
+    """Elements per example of the input and of each layer's output, in order.
+
+    Residual networks and transformers (not ``nn.Sequential``) count every leaf module's
+    output, plus a transformer's attention scores; ``example`` is one input (token ids for a
+    transformer), zeros of ``input_shape`` by default."""
+    h = torch.zeros(1, *input_shape) if example is None else example[:1]
+    if not isinstance(module, nn.Sequential):
+        return (
+            [h.numel()] + [out.numel() for _, out in _leaf_outputs(module, h)] + _scores(module, h)
+        )
     sizes = [h.numel()]
     with torch.no_grad():
         for layer in module.eval():  # eval: dropout draws nothing
             h = layer(h)
             sizes.append(h.numel())
     return sizes
+
+
+def _leaf_outputs(module: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module, torch.Tensor]]:
+    """Every leaf module of ``module`` and its output on ``x``, in the order they run."""
+    seen: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [
+        m.register_forward_hook(lambda m, _i, out: seen.append((m, out)))
+        for m in module.modules()
+        if not list(m.children())
+    ]
+    try:
+        with torch.no_grad():
+            module.eval()(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def _scores(module: nn.Module, x: torch.Tensor) -> list[int]:
+    """Attention scores (and their softmax) per example of each transformer layer."""
+    heads, layers = getattr(module, "heads", 0), len(getattr(module, "blocks", ()))
+    t = x.shape[-1]
+    return [2 * heads * t * t] * layers if heads else []
 
 
 def memory_model(
@@ -214,7 +248,7 @@ def memory_model(
     """
     task = task or load_task(run.task)
     module, layout = build_model(run.model, task.input_shape, task.n_classes)
-    sizes = activation_sizes(module, task.input_shape)
+    sizes = activation_sizes(module, task.input_shape, task.x_train)
     states = 2 if run.train["optimizer"] in ("adam", "adamw") else int(run.train["momentum"] > 0)
     saved = len(run.checkpoints) + len(run.checkpoint_steps)
     words = layout.num_params * (3 + states + 3 * saved)
@@ -229,8 +263,9 @@ def memory_model(
 
 
 def default_chunk(model_cfg: dict) -> int:
-    """Models per forward/backward chunk when the recipe sets none (see :mod:`zoo.stages.train`)."""
-    return 8 if model_cfg["arch"] == "mlp" else 4
+    """Models per forward/backward chunk when the recipe sets none (see :mod:`zoo.stages.train`):
+    8 for MLPs and transformers (batched matmuls), 4 for convolutional networks."""
+    return 8 if model_cfg["arch"] in ("mlp", "transformer") else 4
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -339,12 +374,15 @@ class Plan:
 
 def forward_flops(run: RunConfig) -> int:
     """Float operations (2 per multiply-add) of the Linear and Conv2d layers in one forward
-    pass of one example through the run's model; elementwise layers are not counted."""
+    pass of one example through the run's model (and a transformer's attention products);
+    elementwise layers are not counted."""
     import torch
     from torch import nn
 
     task = load_task(run.task)
     module, _ = build_model(run.model, task.input_shape, task.n_classes)
+    if not isinstance(module, nn.Sequential):
+        return _leaf_flops(module, task.x_train[:1])
     h, total = torch.zeros(1, *task.input_shape), 0
     with torch.no_grad():
         for layer in module.eval():  # eval: dropout draws nothing
@@ -355,6 +393,23 @@ def forward_flops(run: RunConfig) -> int:
                 per_output = layer.in_channels // layer.groups * math.prod(layer.kernel_size)
                 total += 2 * per_output * h.numel()
     return total
+
+
+def _leaf_flops(module: nn.Module, x: torch.Tensor) -> int:
+    """:func:`forward_flops` of a residual network or transformer on one example ``x``."""
+    total = 0
+    for layer, out in _leaf_outputs(module, x):
+        if isinstance(layer, nn.Linear):
+            total += 2 * layer.in_features * out.numel()
+        elif isinstance(layer, nn.Conv2d):
+            per_output = layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+            total += 2 * per_output * out.numel()
+    wte = getattr(module, "wte", None)
+    if wte is None:
+        return total
+    t, (vocab, width) = x.shape[-1], wte.weight.shape
+    total += 4 * t * t * width * len(module.blocks)  # q·k and scores·v
+    return total + (2 * t * width * vocab if module.head is None else 0)  # a tied head
 
 
 def plan(recipe: Recipe, stored: set[str] | frozenset[str] = frozenset()) -> Plan:

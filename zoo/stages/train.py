@@ -27,7 +27,7 @@ from zoo.nn.architectures import set_dropout_generator
 from zoo.nn.inits import init_model
 from zoo.nn.objectives import OBJECTIVES, Objective
 from zoo.nn.optim import PopulationOptimizer
-from zoo.nn.population import forward_population
+from zoo.nn.population import forward_population, inputs_as
 from zoo.recipe import RunConfig
 from zoo.stages.plan import PopulationBatch, default_chunk, step_schedule, steps_per_epoch
 from zoo.store.manifest import ShardRecord
@@ -67,8 +67,7 @@ def evaluate(
         out = forward_population(module, params, xb.expand(m, *xb.shape))  # (M, B, …)
         part = objective.sums(out, yb.expand(m, *yb.shape))
         totals = {k: totals[k] + v for k, v in part.items()} if totals else part
-    count = totals.pop("count")
-    return {k: v / count for k, v in totals.items()}
+    return objective.means(totals)
 
 
 class PopulationTrainer:
@@ -92,18 +91,19 @@ class PopulationTrainer:
         first = self.runs[0]
         self.task = task or load_task(first.task)
         self.objective = OBJECTIVES[self.task.objective]
-        self.x_train = self.task.x_train.to(device, dtype)
-        self.x_test = self.task.x_test.to(device, dtype)
+        self.x_train = inputs_as(self.task.x_train, device, dtype)
+        self.x_test = inputs_as(self.task.x_test, device, dtype)
         self.y_train, self.y_test = self.task.y_train.to(device), self.task.y_test.to(device)
         modules = [init_model(r, self.task) for r in self.runs]  # initialized in float32
         self.module, self.layout = modules[0][0].to(device, dtype), modules[0][1]
         size = chunk_size or default_chunk(first.model)
         self.bounds = [(c, min(c + size, len(self.runs))) for c in range(0, len(self.runs), size)]
+        trained = set(self.layout.parameters)  # buffers (BatchNorm statistics) get no grad
         self.chunks = [
             {
                 n: torch.stack([m.state_dict()[n] for m, _ in modules[c0:c1]])
                 .to(device, dtype)
-                .requires_grad_(True)
+                .requires_grad_(n in trained)
                 for n in self.layout.names
             }
             for c0, c1 in self.bounds
@@ -149,16 +149,21 @@ class PopulationTrainer:
         x, y = self.x_train[idx], self.y_train[idx]  # (m, B, ...), (m, B)
         c0, c1 = self.bounds[k]
         gens = self.dropout[c0:c1] if self.dropout else None
-        out = forward_population(self.module, leaves, x, dropout=gens)  # (m, B, …)
+        saved = {n: leaves[n].clone() for n in self.layout.buffers}  # the forward updates them
+        out = forward_population(self.module, leaves, x, dropout=gens, training=True)  # (m, B, …)
         loss = self.objective.loss(out, y)  # (m,)
         # the sum's gradient w.r.t. model i's weights is model i's own gradient
-        grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
+        params = {n: leaves[n] for n in self.layout.parameters}
+        grads = torch.autograd.grad(loss.sum(), list(params.values()))
         bad = ~torch.isfinite(loss.detach()) & self.active[c0:c1]
         if bool(bad.any()):
             for i in bad.nonzero().flatten().tolist():
                 self.diverged_at[c0 + i] = self.current_epoch
             self.active[c0:c1] &= ~bad
-        self.optimizers[k].step(leaves, dict(zip(leaves, grads, strict=True)), self.active[c0:c1])
+        self.optimizers[k].step(params, dict(zip(params, grads, strict=True)), self.active[c0:c1])
+        for name, before in saved.items():  # frozen models keep their running statistics too
+            mask = self.active[c0:c1].reshape(-1, *([1] * (before.dim() - 1)))
+            leaves[name].copy_(torch.where(mask, leaves[name], before))
         return loss.detach()
 
     def train_epoch(self, epoch: int, result: TrainResult | None = None) -> None:
@@ -279,7 +284,7 @@ def train_one(
     module, _ = init_model(run, task)
     set_dropout_generator(module, torch_generator(run.seed, streams.DROPOUT))
     module = module.to(dtype)
-    x_train = task.x_train.to(dtype)
+    x_train = inputs_as(task.x_train, "cpu", dtype)
     opt = make_torch_optimizer(run, module.parameters())
     n, bs, frozen, step = len(task.x_train), run.train["batch_size"], False, 0
     steps = step_schedule(run, n)

@@ -8,6 +8,9 @@ returns is :class:`zoo.tasks.base.Task`.
 Sources: ``digits`` (scikit-learn's bundled digits), ``fashion_mnist`` (idx files,
 :mod:`zoo.tasks.idx`), ``hf`` (any Hugging Face dataset, :mod:`zoo.tasks.hf`), and the generated
 ``teacher_student`` and ``modular`` (:mod:`zoo.tasks.teacher_student`, :mod:`zoo.tasks.modular`).
+Sequence tasks (token ids, for transformers): ``modular_tokens`` (:mod:`zoo.tasks.modular`),
+``algorithmic`` (copy, reverse, sort; :mod:`zoo.tasks.sequences`) and ``char_lm`` (a text file or
+a Hugging Face text dataset; :mod:`zoo.tasks.text`).
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ from collections.abc import Callable
 
 from zoo.errors import TaskError
 from zoo.naming import canonical_json
-from zoo.tasks import digits, hf, idx, modular, teacher_student
+from zoo.tasks import digits, hf, idx, modular, sequences, teacher_student, text
 from zoo.tasks.base import Task, make_task
 from zoo.tasks.digits import load_digits_task
 from zoo.tasks.hf import load_hf
 from zoo.tasks.idx import load_fashion_mnist
-from zoo.tasks.modular import load_modular
+from zoo.tasks.modular import load_modular, load_modular_tokens
+from zoo.tasks.sequences import load_algorithmic
 from zoo.tasks.teacher_student import load_teacher_student
+from zoo.tasks.text import load_char_lm
 
 __all__ = ["TASKS", "Task", "clear_task_cache", "describe_task", "load_task", "make_task"]
 
@@ -38,6 +43,9 @@ TASKS: dict[str, Callable[[dict], Task]] = {
     "teacher_student": load_teacher_student,
     "modular": load_modular,
     "hf": load_hf,
+    "modular_tokens": load_modular_tokens,
+    "algorithmic": load_algorithmic,
+    "char_lm": load_char_lm,
 }
 
 
@@ -53,7 +61,9 @@ def load_task(cfg: dict) -> Task:
 
     Args:
         cfg: the recipe's ``task:`` section (a dict with ``name`` and the task's keys); equal
-            configs (as canonical JSON) share one cached Task and so the same tensors.
+            configs (as canonical JSON) share one cached Task and so the same tensors. A
+            value ``""`` is read as null (absent): published rows write a null text so, and a
+            config rebuilt from a row's ``task__`` columns then loads the same task.
 
     Returns:
         The Task; callers must not modify its tensors in place.
@@ -67,6 +77,7 @@ def load_task(cfg: dict) -> Task:
         raise TaskError(
             f"task.name={cfg['name']!r} is not a known task; allowed: {', '.join(sorted(TASKS))}"
         )
+    cfg = {k: (None if v == "" else v) for k, v in cfg.items()}
     try:
         key = canonical_json(cfg)
     except (TypeError, ValueError) as exc:
@@ -87,6 +98,9 @@ DESCRIPTIONS: dict[str, Callable[[dict], str]] = {
     "teacher_student": teacher_student.describe,
     "modular": modular.describe,
     "hf": hf.describe,
+    "modular_tokens": modular.describe_tokens,
+    "algorithmic": sequences.describe,
+    "char_lm": text.describe,
 }
 
 

@@ -2,7 +2,10 @@
 and the helpers every data source uses (seeded subsets, checked config values).
 
 Image tasks give ``x`` as ``(N, C, H, W)`` float32 scaled to [0, 1]; vector tasks give
-``(N, D)``. Labels are int64 in ``[0, n_classes)``. All randomness comes from
+``(N, D)``. Labels are int64 in ``[0, n_classes)``. Sequence tasks (issue 15) give token ids:
+``x`` int64 ``(N, T)`` and ``y`` int64 ``(N, T)``, both over one vocabulary of ``n_classes``
+tokens (a decoder reads and writes the same tokens), ``IGNORE`` where a position is not
+scored. All randomness comes from
 :func:`zoo.streams.numpy_rng` with the task's data seed and one stream per use, so the same
 config gives bitwise-identical tensors on any machine. This module imports no data source: each
 source is a module of :mod:`zoo.tasks` that builds its Task from here.
@@ -31,8 +34,9 @@ class Task:
 
     Attributes:
         name: the task's registry name (``cfg["name"]``).
-        x_train: ``(N, *input_shape)`` float32, contiguous.
-        y_train: ``(N,)`` int64 in ``[0, n_classes)``.
+        x_train: ``(N, *input_shape)`` float32, contiguous; or int64 token ids ``(N, T)`` in
+            ``[0, n_classes)`` for a sequence task.
+        y_train: ``(N,)`` int64 in ``[0, n_classes)``; ``(N, T)`` for a sequence task.
         x_test: ``(N_test, *input_shape)`` float32, contiguous.
         y_test: ``(N_test,)`` int64 in ``[0, n_classes)``.
         n_classes: number of classes.
@@ -75,8 +79,17 @@ class Task:
 def _check_split(name: str, split: str, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> None:
     """Raise a TaskError unless ``x``/``y`` of one split follow the Task contract."""
     where = f"{name}: {split} split"
-    if x.dtype != torch.float32 or x.ndim < 2 or not x.is_contiguous():
-        raise TaskError(f"{where}: x must be contiguous float32 (N, ...), got {x.dtype} {x.shape}")
+    tokens = x.dtype == torch.int64
+    if not (x.dtype == torch.float32 or tokens) or x.ndim < 2 or not x.is_contiguous():
+        raise TaskError(
+            f"{where}: x must be contiguous float32 (N, ...), or int64 token ids (N, T) for a "
+            f"sequence task, got {x.dtype} {tuple(x.shape)}"
+        )
+    if tokens and (x.ndim != 2 or int(x.min()) < 0 or int(x.max()) >= n_classes):
+        raise TaskError(
+            f"{where}: token ids must be (N, T) in [0, n_classes={n_classes}) (inputs and outputs "
+            f"share one vocabulary), got {tuple(x.shape)} in [{int(x.min())}, {int(x.max())}]"
+        )
     if y.dtype != torch.int64 or y.ndim not in (1, 2) or len(y) != len(x):
         raise TaskError(
             f"{where}: y must be int64 ({len(x)},), or ({len(x)}, T) for sequences, got "
@@ -125,6 +138,26 @@ def make_task(
         n_classes=int(n_classes),
         source=source,
     )
+
+
+def make_sequence_task(
+    name: str,
+    splits: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    vocabulary: int,
+    objective: str = "classification",
+) -> Task:
+    """A sequence :class:`Task` from integer arrays ``(x_train, y_train, x_test, y_test)``, each
+    ``(N, T)``: token ids in ``[0, vocabulary)``, targets there or :data:`IGNORE`.
+
+    Example:
+        >>> x = np.array([[0, 1], [1, 0]])
+        >>> make_sequence_task("demo", (x, x, x, x), 2).input_shape
+        (2,)
+    """
+    x_train, y_train, x_test, y_test = (
+        torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64)) for a in splits
+    )
+    return Task(name, x_train, y_train, x_test, y_test, int(vocabulary), objective)
 
 
 def subset_indices(n_total: int, n: int | None, seed: int, stream: int, where: str) -> np.ndarray:

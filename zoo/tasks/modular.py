@@ -1,4 +1,5 @@
-"""modular: a∘b mod p on one-hot pairs, the grokking task (generated, no files)."""
+"""modular: a∘b mod p on one-hot pairs, the grokking task (generated, no files); and
+modular_tokens: the same pairs as token sequences ``a op b =`` for transformers."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 
 from zoo import streams
 from zoo.errors import TaskError
+from zoo.nn.objectives import IGNORE
 from zoo.streams import numpy_rng
-from zoo.tasks.base import Task, config_fraction, config_int, make_task
+from zoo.tasks.base import Task, config_fraction, config_int, make_sequence_task, make_task
 
 _OPERATIONS: dict[str, Callable[[np.ndarray, np.ndarray, int], np.ndarray]] = {
     "add": lambda a, b, p: (a + b) % p,
@@ -42,6 +44,51 @@ def load_modular(cfg: dict) -> Task:
         A Task with p classes.
     """
     where = "modular"
+    p, a, b, c, train, test = _pairs(cfg, where)
+    eye = np.eye(p, dtype=np.float32)
+    x = np.concatenate([eye[a], eye[b]], axis=1)
+    return make_task(where, x[train], c[train], x[test], c[test], n_classes=p)
+
+
+def load_modular_tokens(cfg: dict) -> Task:
+    """Modular arithmetic as token sequences for a transformer (Power et al. 2022; Nanda et al.
+    2023, "Progress measures for grokking via mechanistic interpretability"): the pair (a, b)
+    is the sequence ``a op b =`` and the answer a∘b mod p is the next token.
+
+    Tokens: the numbers ``0 … p-1``, the operation ``p`` and ``=`` ``p+1`` (a vocabulary of
+    p + 2). ``x`` is ``(N, 4)`` ``[a, p, b, p+1]``; ``y`` is ``(N, 4)`` with the answer at the
+    last position and ``IGNORE`` elsewhere, so loss and accuracy score the answer only. The
+    pairs and their train/test split are those of ``modular`` with the same ``modulus``,
+    ``operation``, ``train_fraction`` and ``split_seed``.
+
+    Args:
+        cfg: task config, the keys of :func:`load_modular`.
+    Returns:
+        A sequence Task over p + 2 tokens.
+    """
+    where = "modular_tokens"
+    p, a, b, c, train, test = _pairs(cfg, where)
+    x = np.stack([a, np.full_like(a, p), b, np.full_like(a, p + 1)], axis=1)  # (N, 4)
+    y = np.full_like(x, IGNORE)
+    y[:, -1] = c
+    return make_sequence_task(where, (x[train], y[train], x[test], y[test]), p + 2)
+
+
+def describe_tokens(cfg: dict) -> str:
+    """The token form of :func:`describe` (the dataset card quotes it)."""
+    return (
+        "Generated (modular_tokens): the pairs (a, b) and the train/test split of `modular` "
+        "with the same modulus, operation, train_fraction and split_seed (every pair of Z_p², "
+        "a-major, b ≠ 0 for `div`; `perm = numpy.random.default_rng(numpy.random.SeedSequence("
+        "[split_seed, 1])).permutation(N)`; training = `sorted(perm[:round(train_fraction × N)])`"
+        ", test = the sorted rest). Tokens: the numbers 0 … p−1, the operation p, `=` p+1 (a "
+        "vocabulary of p+2). `x = [a, p, b, p+1]` (int64, length 4); `y` is −100 (not scored) "
+        "except its last position, a∘b mod p."
+    )
+
+
+def _pairs(cfg: dict, where: str):
+    """``(p, a, b, a∘b, train rows, test rows)`` of a modular task config (checked)."""
     p = config_int(cfg, "modulus", 23, where, minimum=2)
     op = cfg.get("operation", "add")
     if op not in _OPERATIONS:
@@ -53,17 +100,15 @@ def load_modular(cfg: dict) -> Task:
     a, b = (g.reshape(-1) for g in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
     if op == "div":
         a, b = a[b != 0], b[b != 0]
-    eye = np.eye(p, dtype=np.float32)
-    x, y = np.concatenate([eye[a], eye[b]], axis=1), _OPERATIONS[op](a, b, p)
-    n_train = round(fraction * len(x))
-    if not 0 < n_train < len(x):
+    n_train = round(fraction * len(a))
+    if not 0 < n_train < len(a):
         raise TaskError(
-            f"{where}: task.train_fraction={fraction} leaves {n_train} of {len(x)} pairs for "
+            f"{where}: task.train_fraction={fraction} leaves {n_train} of {len(a)} pairs for "
             "training; both splits need at least one pair, use e.g. 0.5"
         )
-    perm = numpy_rng(seed, streams.SPLIT).permutation(len(x))
+    perm = numpy_rng(seed, streams.SPLIT).permutation(len(a))
     train, test = np.sort(perm[:n_train]), np.sort(perm[n_train:])
-    return make_task(where, x[train], y[train], x[test], y[test], n_classes=p)
+    return p, a, b, _OPERATIONS[op](a, b, p), train, test
 
 
 def describe(cfg: dict) -> str:

@@ -9,7 +9,10 @@ averaging, interpolation and mixup meaningful.
   ``sum_params <W_ref, pi(W)>`` over the permutations ``pi`` of all groups, by coordinate descent:
   one group at a time is a linear assignment problem (the others fixed), solved exactly with
   :func:`scipy.optimize.linear_sum_assignment`; sweeps visit the groups in a seeded random order
-  until a sweep changes nothing.
+  until a sweep changes nothing. Blocked groups (attention heads, GroupNorm groups:
+  ``PermutationSpec.blocks``) are solved with their outer group as one coordinate, exactly: the
+  score of putting block h' at block h is the best within-block assignment of each member group
+  (one small assignment per pair of blocks), and the blocks are then assigned on those scores.
 - **Activation matching**: with probe inputs, match each group's units by the correlation of
   their activations (one assignment per group; no sweeps needed).
 - **Loss barrier**: ``max_t L((1-t) a + t b) - (L(a) + L(b)) / 2`` along the straight line
@@ -30,8 +33,16 @@ from torch.nn import functional as F
 
 from zoo import streams
 from zoo.errors import AugmentError
-from zoo.layout import Layout, apply_permutation, permute_rows, unflatten, unit_rows
+from zoo.layout import (
+    Layout,
+    apply_permutation,
+    compose_blocks,
+    permute_rows,
+    unflatten,
+    unit_rows,
+)
 from zoo.nn.architectures import build_model_from_layout
+from zoo.nn.objectives import IGNORE
 from zoo.nn.population import forward_population
 from zoo.streams import numpy_rng
 
@@ -99,6 +110,49 @@ def _group_cost(
     return cost
 
 
+def _score(cost: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    return cost[torch.arange(len(perm)), perm].sum()
+
+
+def _match_blocks(ref, row, layout: Layout, outer: str, perms: dict) -> dict[str, torch.Tensor]:
+    """The best permutations of an outer group and its blocked member groups together, the
+    other groups fixed: ``{outer: (k,), member: (k*s,), …}``, or ``{}`` if they do not beat the
+    current ones (by ``IMPROVEMENT_TOL``).
+
+    1. each member's cost matrix, and the outer group's own (zero if it acts on no axis);
+    2. ``S[h, h']`` = outer cost + for each member the best assignment of block h' onto block h;
+    3. assign the blocks on ``S``, then each member's units within each block.
+    """
+    spec = layout.perm_spec
+    members = spec.outer_groups[outer]
+    k = spec.sizes[outer]
+    own = spec.perm_to_axes[outer]
+    scores = (
+        _group_cost(ref, row, layout, outer, perms)
+        if own
+        else torch.zeros(k, k, dtype=torch.float64)
+    )
+    costs = {g: _group_cost(ref, row, layout, g, perms) for g in members}
+    old = _score(scores, perms[outer]) + sum(_score(c, perms[g]) for g, c in costs.items())
+    s = {g: spec.blocks[g][1] for g in members}
+    inner = {g: [[None] * k for _ in range(k)] for g in members}  # [h][h'] -> (s,)
+    scores = scores.clone()
+    for g, cost in costs.items():
+        blocks = cost.reshape(k, s[g], k, s[g]).permute(0, 2, 1, 3)  # (k, k, s, s)
+        for h in range(k):
+            for h2 in range(k):
+                inner[g][h][h2] = _assign(blocks[h, h2])
+                scores[h, h2] += _score(blocks[h, h2], inner[g][h][h2])
+    outer_perm = _assign(scores)
+    if _score(scores, outer_perm) <= old + IMPROVEMENT_TOL:
+        return {}
+    out = {outer: outer_perm}
+    for g in members:
+        within = torch.stack([inner[g][h][int(outer_perm[h])] for h in range(k)])  # (k, s)
+        out[g] = compose_blocks(outer_perm, within)
+    return out
+
+
 def _assign(cost: torch.Tensor) -> torch.Tensor:
     """The permutation maximizing ``sum_i cost[i, perm[i]]`` (exact linear assignment)."""
     # imported here: scipy.optimize takes ~0.5 s to import, and `import zoo` should not pay it
@@ -132,15 +186,20 @@ def match_weights(
     row = unflatten(weights.detach().double(), layout)
     perms = {g: torch.arange(n) for g, n in spec.sizes.items()}
     rng = numpy_rng(seed, streams.ALIGN_ORDER)
-    groups = sorted(spec.sizes)
+    groups = sorted(g for g in spec.sizes if g not in spec.blocks)  # blocked: with their outer
+    outers = spec.outer_groups
     for sweep in range(1, max_sweeps + 1):
         changed = False
         for k in rng.permutation(len(groups)):  # 1. visit the groups in a random order
             group = groups[k]
+            if group in outers:  # 2'. heads / norm groups: the blocks and their insides at once
+                new_perms = _match_blocks(ref, row, layout, group, perms)
+                perms.update(new_perms)
+                changed = changed or bool(new_perms)
+                continue
             cost = _group_cost(ref, row, layout, group, perms)  # 2. others fixed: an LAP
             new = _assign(cost)
-            idx = torch.arange(len(new))
-            if cost[idx, new].sum() > cost[idx, perms[group]].sum() + IMPROVEMENT_TOL:
+            if _score(cost, new) > _score(cost, perms[group]) + IMPROVEMENT_TOL:
                 perms[group], changed = new, True
         if not changed:  # 3. until a whole sweep changes nothing
             return perms, sweep
@@ -194,6 +253,11 @@ def match_activations(
     Returns:
         group -> ``(n,)`` LongTensor, as :func:`match_weights`.
     """
+    if not isinstance(build_model_from_layout(layout), nn.Sequential):
+        raise AugmentError(
+            f"activation matching reads the hidden layers of chain networks (mlp, cnn_s, "
+            f"cnn_small); for {layout.model.get('arch')!r} use weight matching (probe=None)"
+        )
     acts = []
     for flat in (reference, weights):
         module = build_model_from_layout(layout)
@@ -287,7 +351,7 @@ def loss_barrier(
         weights_b: ``(P,)`` the model at ``t = 1``.
         layout: their layout.
         x: ``(N, *input_shape)`` inputs (e.g. a task's test set).
-        y: ``(N,)`` labels.
+        y: ``(N,)`` labels, or ``(N, T)`` per-position targets (``IGNORE`` not scored).
         points: interpolation points, ends included.
     Returns:
         a :class:`Barrier`.
@@ -298,9 +362,14 @@ def loss_barrier(
     module = build_model_from_layout(layout)
     with torch.no_grad():
         logits = forward_population(module, unflatten(line, layout), x.expand(points, *x.shape))
-        flat_logits = logits.reshape(-1, logits.shape[-1])  # (T*N, C)
-        ce = F.cross_entropy(flat_logits, y.repeat(points), reduction="none")
-    losses = ce.reshape(points, -1).double().mean(dim=1)  # (T,)
+        flat_logits = logits.reshape(-1, logits.shape[-1])  # (T*N, C) or (T*N*L, C)
+        targets = y.expand(points, *y.shape).reshape(-1)
+        ce = F.cross_entropy(flat_logits, targets, reduction="none", ignore_index=IGNORE)
+    ce = ce.reshape(points, -1).double()
+    if y.dim() == 1:
+        losses = ce.mean(dim=1)  # (T,)
+    else:  # sequences: the mean over scored positions
+        losses = ce.sum(dim=1) / (y != IGNORE).sum()
     return Barrier(float(barrier_height(losses)), tuple(ts.tolist()), tuple(losses.tolist()))
 
 

@@ -9,6 +9,7 @@ their target columns) to new ones; it never writes into its inputs. Three kinds 
   positively homogeneous activations: ``relu``, ``leaky_relu``);
 - **perturbations**: :class:`Noise` (Gaussian, scaled per layer by the weights' std),
   :class:`Dropout`, :class:`Erase` (random erasing of a window), :class:`Prune` (magnitude);
+  they perturb parameters only: a layout's buffers (BatchNorm running statistics) pass through;
 - :class:`Mixup` of each row with another row of the batch: weights only, weights + target
   columns, or aligned first (Git Re-Basin weight matching, :mod:`zoo.weightspace.align`).
 
@@ -45,7 +46,7 @@ from torch.utils.data import default_collate, get_worker_info
 
 from zoo import streams
 from zoo.errors import AugmentError
-from zoo.layout import Layout, permute_rows
+from zoo.layout import Layout, permute_rows, random_permutations
 from zoo.streams import torch_generator
 from zoo.weightspace.align import align
 
@@ -54,6 +55,31 @@ HOMOGENEOUS = ("relu", "leaky_relu")  # f(a z) = a f(z) for a > 0
 # Groups whose units pass a max-pool before the activation: max(-z) = -min(z), so a sign flip
 # there changes the function (tests/test_augment.py checks this table against the modules).
 MAXPOOL_BEFORE_ACTIVATION = {"cnn_s": ("P0", "P1")}
+# Architectures with normalization layers and residual sums (issue 15): a unit's scale or sign
+# does not pass through a norm or a sum unchanged, so permutations are their only exact symmetry.
+PERMUTATIONS_ONLY = ("resnet", "transformer")
+
+
+def _check_scaling(name: str, layout: Layout) -> None:
+    arch = layout.model.get("arch")
+    if arch in PERMUTATIONS_ONLY:
+        raise AugmentError(
+            f"{name} is not a symmetry of {arch!r}: its normalization layers and residual sums "
+            "do not pass a unit's scale or sign through; use permute (heads and residual stream "
+            "included) instead"
+        )
+
+
+def _keep_buffers(new: torch.Tensor, old: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """``new`` with the entries of the layout's buffers (BatchNorm running statistics) taken
+    from ``old``: perturbations act on parameters only."""
+    if not layout.buffers:
+        return new
+    new = new.clone()
+    for name, off, n in zip(layout.names, layout.offsets, layout.sizes, strict=True):
+        if name in layout.buffers:
+            new[:, off : off + n] = old[:, off : off + n]
+    return new
 
 
 @dataclass(frozen=True)
@@ -126,16 +152,13 @@ class Symmetry(Transform):
 
 @dataclass(frozen=True)
 class Permute(Symmetry):
-    """Each row's hidden units (conv channels) permuted at random, group by group."""
+    """Each row's hidden units (conv channels, residual stream, attention heads) permuted at
+    random, group by group (blocked groups as whole blocks: :func:`random_permutations`)."""
 
     name: ClassVar[str] = "permute"
 
     def draw(self, layout: Layout, b: int, gen: torch.Generator) -> tuple[dict, dict]:
-        perms = {
-            g: torch.rand(b, n, generator=gen).argsort(dim=1)  # (B, n)
-            for g, n in sorted(layout.perm_spec.sizes.items())
-        }
-        return perms, {}
+        return random_permutations(layout.perm_spec, b, gen), {}  # group -> (B, n)
 
 
 def sign_flip_groups(layout: Layout) -> list[str]:
@@ -155,6 +178,7 @@ class SignFlip(Symmetry):
         _check_range("sign_flip.p", self.p, 0.0, 1.0)
 
     def check(self, layout: Layout) -> None:
+        _check_scaling("sign_flip", layout)
         if layout.activation not in ODD:
             raise AugmentError(
                 f"sign_flip is a symmetry only of odd activations {ODD}; this layout uses "
@@ -183,6 +207,7 @@ class Rescale(Symmetry):
             raise AugmentError(f"rescale needs 0 < low <= high; got {self.low}, {self.high}")
 
     def check(self, layout: Layout) -> None:
+        _check_scaling("rescale", layout)
         if layout.activation not in HOMOGENEOUS:
             raise AugmentError(
                 f"rescale is a symmetry only of positively homogeneous activations {HOMOGENEOUS}; "
@@ -210,9 +235,9 @@ class Noise(Transform):
     def __call__(self, rows: Rows, layout: Layout, gen: torch.Generator) -> Rows:
         w = rows.weights
         eps = torch.randn(w.shape, generator=gen)  # (B, P), scaled in place per tensor
-        for off, n in zip(layout.offsets, layout.sizes, strict=True):
+        for name, off, n in zip(layout.names, layout.offsets, layout.sizes, strict=True):
             std = w[:, off : off + n].std(1, keepdim=True, correction=0)  # (B, 1)
-            eps[:, off : off + n] *= self.sigma * std
+            eps[:, off : off + n] *= 0.0 if name in layout.buffers else self.sigma * std
         return Rows(w + eps, rows.targets)
 
 
@@ -230,7 +255,7 @@ class Dropout(Transform):
     def __call__(self, rows: Rows, layout: Layout, gen: torch.Generator) -> Rows:
         keep = torch.rand(rows.weights.shape, generator=gen) >= self.p
         scale = 1.0 / (1.0 - self.p) if self.rescale else 1.0
-        return Rows(rows.weights * keep * scale, rows.targets)
+        return Rows(_keep_buffers(rows.weights * keep * scale, rows.weights, layout), rows.targets)
 
 
 @dataclass(frozen=True)
@@ -254,7 +279,8 @@ class Erase(Transform):
         start = (torch.rand(b, generator=gen) * (p - length + 1)).long()
         pos = torch.arange(p)
         mask = hit[:, None] & (pos >= start[:, None]) & (pos < (start + length)[:, None])
-        return Rows(rows.weights.masked_fill(mask, self.value), rows.targets)
+        erased = rows.weights.masked_fill(mask, self.value)
+        return Rows(_keep_buffers(erased, rows.weights, layout), rows.targets)
 
 
 @dataclass(frozen=True)
@@ -284,7 +310,7 @@ class Prune(Transform):
             # numpy's sort: ~30x faster than torch.sort on CPU for (256, 2464)
             kth = np.take_along_axis(np.sort(part, axis=1), np.maximum(k - 1, 0)[:, None], 1)
             keep[:, off : off + n] = (part > kth) | (k[:, None] == 0)
-        return Rows(w * torch.from_numpy(keep), rows.targets)
+        return Rows(_keep_buffers(w * torch.from_numpy(keep), w, layout), rows.targets)
 
 
 @dataclass(frozen=True)
@@ -329,9 +355,12 @@ AUGMENTATIONS: dict[str, type[Transform]] = {
 
 def exact_symmetries(layout: Layout) -> list[Transform]:
     """The exact symmetries of a layout's activation: permutations always, sign flips for odd
-    activations, positive rescaling for positively homogeneous ones (a config whose rows differ
-    in their activation has none in its layout: permutations only)."""
+    activations, positive rescaling for positively homogeneous ones (permutations only for
+    networks with normalization layers and residual sums, :data:`PERMUTATIONS_ONLY`, and for a
+    config whose rows differ in their activation: its layout has none)."""
     out: list[Transform] = [Permute()]
+    if layout.model.get("arch") in PERMUTATIONS_ONLY:
+        return out
     if layout.activation in ODD:
         out.append(SignFlip())
     if layout.activation in HOMOGENEOUS:

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from zoo.errors import ZooError
+from zoo.errors import ModelError, ZooError
 from zoo.layout import Layout, unflatten, unit_rows
 
 NETS = ("mlp", "deepsets")
@@ -43,6 +43,12 @@ def neuron_features(weights: torch.Tensor, layout: Layout) -> torch.Tensor:
         ``(B, U, 9)``, units group by group in sorted group order (``U`` = all hidden units).
     """
     spec, params = layout.perm_spec, unflatten(weights, layout)
+    if layout.model.get("arch") in ("resnet", "transformer"):  # issue 15: not chains
+        raise ModelError(
+            f"neuron features read chain networks (mlp, cnn_s, cnn_small): one layer in, one out "
+            f"per unit; a {layout.model['arch']!r} shares its residual stream across many layers "
+            "(use the flat-weight baselines, or a permutation-equivariant net over its spec)"
+        )
     groups = []
     for group in sorted(spec.sizes):
         parts = {"in": None, "bias": None, "out": None}

@@ -51,6 +51,8 @@ COLUMN_DOCS = {
     "train_acc": "accuracy on the whole training set",
     "test_loss": "mean cross-entropy on the test set",
     "test_acc": "accuracy on the test set",
+    "train_ppl": "perplexity exp(train_loss) over every scored token (language models)",
+    "test_ppl": "perplexity exp(test_loss) over every scored token (language models)",
     "gen_gap_loss": "test_loss − train_loss",
     "gen_gap_acc": "train_acc − test_acc",
     "seed": "the run's seed (init and data order derive from it)",
@@ -64,6 +66,9 @@ ARCH_CITATIONS = {
     "Diverse Populations of Neural Network Models. NeurIPS Datasets and Benchmarks, 2022.",
     "cnn_small": "Unterthiner, Keysers, Gelly, Bousquet, Tolstikhin. Predicting Neural Network "
     "Accuracy from Weights. arXiv:2002.11448, 2020.",
+    "resnet": "He, Zhang, Ren, Sun. Deep Residual Learning for Image Recognition. CVPR, 2016.",
+    "transformer": "Vaswani, Shazeer, Parmar, Uszkoreit, Jones, Gomez, Kaiser, Polosukhin. "
+    "Attention Is All You Need. NeurIPS, 2017.",
 }
 METRIC_CITATIONS = {
     "hessian": "Yao, Gholami, Keutzer, Mahoney. PyHessian: Neural Networks Through the Lens of "

@@ -30,6 +30,8 @@ from zoo.layout import unflatten
 from zoo.naming import checkpoint_id, short_hash, tensor_name
 from zoo.nn.architectures import build_model
 from zoo.nn.inits import init_model
+from zoo.nn.objectives import OBJECTIVES
+from zoo.nn.population import inputs_as
 from zoo.recipe import Recipe, RunConfig, expand_recipe
 from zoo.stages.landscape.hessian import PopulationHVP, hutchinson_trace, lanczos_top, rademacher
 from zoo.stages.landscape.metrics import (
@@ -154,7 +156,7 @@ def annotate(lb: LandscapeBatch, out_dir: str, dtype=torch.float32, check_stop=N
     module, layout = build_model(first.model, task.input_shape, task.n_classes)
     module = module.to(dtype)
     x, y = probe_sample(task, lb.settings["probe"])
-    x = x.to(dtype)
+    x = inputs_as(x, "cpu", dtype)  # token ids stay int64
     init = torch.stack(
         [
             torch.cat([v.reshape(-1) for v in init_model(r, task)[0].state_dict().values()])
@@ -175,7 +177,8 @@ def annotate(lb: LandscapeBatch, out_dir: str, dtype=torch.float32, check_stop=N
 
 def _epoch_rows(lb, module, layout, flat, init, x, y, epoch) -> list[dict]:
     metrics, settings = set(lb.settings["metrics"]), lb.settings
-    probe_loss = population_losses(module, unflatten(flat, layout), x, y)
+    objective = OBJECTIVES[load_task(lb.runs[0].task).objective]
+    probe_loss = population_losses(module, unflatten(flat, layout), x, y, objective)
     finite_w = torch.isfinite(flat).all(1)
     ok = finite_w & torch.isfinite(probe_loss)  # a diverged model is left out of the estimators
     notes = [
@@ -198,7 +201,9 @@ def _epoch_rows(lb, module, layout, flat, init, x, y, epoch) -> list[dict]:
     ]
     cols = {
         "probe_loss": probe_loss.tolist(),
-        "probe_loss_init": population_losses(module, unflatten(init, layout), x, y).tolist(),
+        "probe_loss_init": population_losses(
+            module, unflatten(init, layout), x, y, objective
+        ).tolist(),
     }
     if "weights" in metrics:
         cols.update(weight_metrics(flat, init, layout))
@@ -216,7 +221,11 @@ def _epoch_rows(lb, module, layout, flat, init, x, y, epoch) -> list[dict]:
 
 def _hessian_columns(lb, module, layout, flat, ok, x, y, epoch) -> dict[str, list]:
     h = lb.settings["hessian"]
-    m, p = flat.shape
+    objective = OBJECTIVES[load_task(lb.runs[0].task).objective]
+    m = len(flat)
+    p = sum(
+        n for name, n in zip(layout.names, layout.sizes, strict=True) if name in layout.parameters
+    )
     nan = [math.nan] * m
     cols = {
         "hessian_top_eigs": [[math.nan] * h["top_k"] for _ in range(m)],
@@ -233,7 +242,9 @@ def _hessian_columns(lb, module, layout, flat, ok, x, y, epoch) -> dict[str, lis
     for c in range(0, len(good), chunk):
         idx = good[c : c + chunk]
         runs = [lb.runs[i] for i in idx]
-        hvp = PopulationHVP(module, unflatten(flat[idx], layout), x, y)
+        hvp = PopulationHVP(
+            module, unflatten(flat[idx], layout), x, y, objective, buffers=layout.buffers
+        )
         starts = torch.stack(
             [
                 torch.randn(
@@ -288,7 +299,7 @@ def _cell_columns(lb, module, layout, flat, ok, x, y, rows, metrics, settings, e
 
 
 def _pair_stats(lb, module, layout, flat, members, pairs, a, b, x, y, metrics, settings, epoch):
-    out = {}
+    out, objective = {}, OBJECTIVES[load_task(lb.runs[0].task).objective]
     if "cka" in metrics or "phase" in metrics:
         reps = population_outputs(
             module,
@@ -303,18 +314,20 @@ def _pair_stats(lb, module, layout, flat, members, pairs, a, b, x, y, metrics, s
         ]
         out.update(_mean_std("cka", cka))
     if "barrier" in metrics or "phase" in metrics:
-        losses = interpolation_losses(module, layout, a, b, x, y, settings["barrier"]["points"])
+        points = settings["barrier"]["points"]
+        losses = interpolation_losses(module, layout, a, b, x, y, points, objective)
         out.update(_mean_std("barrier", barrier_height(losses).tolist()))
     if "barrier" in metrics and settings["barrier"]["aligned"]:
         matched = align(b, a, layout, seed=epoch).weights  # b's units permuted to match a's
         losses = interpolation_losses(
-            module, layout, a, matched, x, y, settings["barrier"]["points"]
+            module, layout, a, matched, x, y, settings["barrier"]["points"], objective
         )
         out.update(_mean_std("barrier_aligned", barrier_height(losses).tolist()))
     if "bezier" in metrics:
         gen = torch_generator(lb.runs[members[0]].seed, streams.BEZIER, epoch)
-        bend = fit_bezier(module, layout, a, b, x, y, settings["bezier"], gen)
-        mc = bezier_mc(module, layout, a, b, bend, x, y, settings["bezier"]["points"])
+        bend = fit_bezier(module, layout, a, b, x, y, settings["bezier"], gen, objective)
+        points = settings["bezier"]["points"]
+        mc = bezier_mc(module, layout, a, b, bend, x, y, points, objective)
         out.update(_mean_std("mc", mc.tolist()))
     return out
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from zoo.nn.objectives import OBJECTIVES, Objective
 from zoo.nn.population import forward_population
 
 MIN_TRACE_PROBES = 10
@@ -34,22 +34,32 @@ class PopulationHVP:
     Args:
         module: the architecture (layer list only).
         params: ``{name: (M, *shape)}`` weights (copied; the caller's tensors are untouched).
-        x, y: the probe data ``(N, *input_shape)``, ``(N,)``.
+        x, y: the probe data ``(N, *input_shape)``, ``(N,)`` (``(N, T)`` for sequences).
+        objective: the task's objective (its per-model mean ``loss`` is differentiated).
+        buffers: names in ``params`` that are not trained (BatchNorm running statistics): held
+            constant, outside the Hessian; vectors ``(M, P)`` span the other names only.
     """
 
-    def __init__(self, module: nn.Sequential, params: dict, x: torch.Tensor, y: torch.Tensor):
-        self.module, self.x, self.y = module, x, y
-        self.names = list(params)
+    def __init__(
+        self,
+        module: nn.Module,
+        params: dict,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        objective: Objective = OBJECTIVES["classification"],
+        buffers: tuple[str, ...] = (),
+    ):
+        self.module, self.x, self.y, self.objective = module, x, y, objective
+        self.constants = {n: params[n].detach() for n in buffers}
+        self.names = [n for n in params if n not in self.constants]
         self.leaves = [params[n].detach().clone().requires_grad_(True) for n in self.names]
         self.m = self.leaves[0].shape[0]
-        leaves = dict(zip(self.names, self.leaves, strict=True))
+        leaves = dict(zip(self.names, self.leaves, strict=True)) | self.constants
         xs = x.expand(self.m, *x.shape)
-        logits = forward_population(module, leaves, xs, unfold_first=True)  # (M, N, C)
-        m, n, c = logits.shape
-        losses = F.cross_entropy(logits.reshape(m * n, c), y.repeat(m), reduction="none")
-        self.losses = losses.view(m, n).mean(1).detach()  # (M,)
-        total = losses.view(m, n).mean(1).sum()
-        self.grads = torch.autograd.grad(total, self.leaves, create_graph=True)
+        logits = forward_population(module, leaves, xs, unfold_first=True)  # (M, N, …)
+        losses = objective.loss(logits, y.expand(self.m, *y.shape))  # (M,)
+        self.losses = losses.detach()
+        self.grads = torch.autograd.grad(losses.sum(), self.leaves, create_graph=True)
         self.sizes = [leaf[0].numel() for leaf in self.leaves]
 
     @property
@@ -59,7 +69,10 @@ class PopulationHVP:
     def subset(self, rows: torch.Tensor) -> PopulationHVP:
         """The products of the models at ``rows`` only (a new, smaller graph)."""
         params = {n: leaf.detach()[rows] for n, leaf in zip(self.names, self.leaves, strict=True)}
-        return PopulationHVP(self.module, params, self.x, self.y)
+        params |= {n: value[rows] for n, value in self.constants.items()}
+        return PopulationHVP(
+            self.module, params, self.x, self.y, self.objective, tuple(self.constants)
+        )
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         """``(M, P)`` vectors -> ``(M, P)`` products ``H_m v_m``."""

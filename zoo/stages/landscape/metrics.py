@@ -13,7 +13,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from zoo.layout import Layout, unflatten, weight_matrices
+from zoo.nn.objectives import OBJECTIVES, Objective
 from zoo.nn.population import forward_population
+
+CLASSIFICATION = OBJECTIVES["classification"]
 
 ALPHA_MIN_EIGS = 10  # WeightWatcher skips layers with fewer eigenvalues: alpha is unreliable
 
@@ -56,9 +59,13 @@ def weight_metrics(flat: torch.Tensor, init: torch.Tensor, layout: Layout) -> di
     ``layer_stable_rank`` (‖W‖_F²/‖W‖₂²), ``layer_effective_rank`` (exp of the entropy of the
     normalised singular values, Roy & Vetterli 2007), ``layer_alpha`` (power-law exponent of the
     eigenvalues of WᵀW, NaN below ``ALPHA_MIN_EIGS``), and ``alpha_mean`` over layers with one.
-    Convolution weights are reshaped to ``(out, in·k·k)``.
+    Convolution weights are reshaped to ``(out, in·k·k)``. A layout's buffers (BatchNorm
+    running statistics) are not weights: they are left out of every column.
     """
     flat, init = flat.double(), init.double()
+    if layout.buffers:
+        flat, init = _parameters_only(flat, layout), _parameters_only(init, layout)
+        layout = _without_buffers(layout)
     out = {
         "weight_l2": flat.norm(dim=1).tolist(),
         "distance_from_init_l2": (flat - init).norm(dim=1).tolist(),
@@ -78,6 +85,31 @@ def weight_metrics(flat: torch.Tensor, init: torch.Tensor, layout: Layout) -> di
     out.update(per)
     out["alpha_mean"] = [_nanmean(a) for a in per["layer_alpha"]]
     return out
+
+
+def _parameters_only(flat: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """``(M, P)`` rows -> ``(M, P')``: the entries of the layout's parameters (no buffers)."""
+    parts = unflatten(flat, layout)
+    return torch.cat([parts[n].reshape(len(flat), -1) for n in layout.parameters], 1)
+
+
+def _parameter_mask(layout: Layout, dtype) -> torch.Tensor:
+    """``(P,)``: 1 at the entries of parameters, 0 at those of buffers."""
+    parts = [
+        torch.full((n,), float(name not in layout.buffers), dtype=dtype)
+        for name, n in zip(layout.names, layout.sizes, strict=True)
+    ]
+    return torch.cat(parts)
+
+
+def _without_buffers(layout: Layout) -> Layout:
+    keep = [i for i, n in enumerate(layout.names) if n not in layout.buffers]
+    return Layout(
+        tuple(layout.names[i] for i in keep),
+        tuple(layout.shapes[i] for i in keep),
+        layout.model,
+        layout.perm_spec,
+    )
 
 
 def _layer_stats(per: dict, i: int, w: torch.Tensor, s: torch.Tensor) -> None:
@@ -103,23 +135,29 @@ def _nanmean(values: list[float]) -> float:
 
 
 @torch.no_grad()
-def population_outputs(module: nn.Sequential, params: dict, x: torch.Tensor, penultimate=False):
-    """Logits ``(M, N, C)`` (or penultimate activations) of every model on shared inputs."""
+def population_outputs(module: nn.Module, params: dict, x: torch.Tensor, penultimate=False):
+    """Logits ``(M, N, C)`` (or penultimate activations) of every model on shared inputs;
+    per-position outputs of sequence models are concatenated per example: ``(M, N, T·C)``."""
     m = next(iter(params.values())).shape[0]
+    xs = x.expand(m, *x.shape)
+    if not isinstance(module, nn.Sequential):  # resnet: pooled features; transformer: ln_f
+        out = module.forward_population(params, xs, features=penultimate)
+        return out.reshape(m, len(x), -1)
     if not penultimate:
-        return forward_population(module, params, x.expand(m, *x.shape))
+        return forward_population(module, params, xs)
     children = list(module.named_children())
     body = nn.Sequential(OrderedDict(children[:-1]))
-    return forward_population(body, params, x.expand(m, *x.shape)).reshape(m, len(x), -1)
+    return forward_population(body, params, xs).reshape(m, len(x), -1)
 
 
 @torch.no_grad()
-def population_losses(module, params: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of every model on ``(x, y)``: ``(M,)``."""
-    logits = population_outputs(module, params, x)
-    m, n, c = logits.shape
-    ce = F.cross_entropy(logits.reshape(m * n, c), y.repeat(m), reduction="none")
-    return ce.view(m, n).mean(1)
+def population_losses(
+    module, params: dict, x: torch.Tensor, y: torch.Tensor, objective: Objective = CLASSIFICATION
+) -> torch.Tensor:
+    """Mean loss (the task's objective: cross-entropy) of every model on ``(x, y)``: ``(M,)``."""
+    m = next(iter(params.values())).shape[0]
+    out = forward_population(module, params, x.expand(m, *x.shape))  # (M, N, …)
+    return objective.loss(out, y.expand(m, *y.shape))
 
 
 def linear_cka(a: torch.Tensor, b: torch.Tensor, debiased: bool = False) -> torch.Tensor:
@@ -157,12 +195,14 @@ def interpolation_losses(
     x: torch.Tensor,
     y: torch.Tensor,
     points: int,
+    objective: Objective = CLASSIFICATION,
 ) -> torch.Tensor:
-    """Losses along the straight lines from ``a: (K, P)`` to ``b: (K, P)``: ``(K, points)``."""
+    """Losses along the straight lines from ``a: (K, P)`` to ``b: (K, P)``: ``(K, points)``
+    (buffers, BatchNorm's running statistics, are interpolated like the weights)."""
     alphas = torch.linspace(0, 1, points, dtype=a.dtype)
     path = (1 - alphas)[None, :, None] * a[:, None] + alphas[None, :, None] * b[:, None]
     flat = path.reshape(-1, a.shape[1])  # (K*points, P): one population
-    losses = population_losses(module, unflatten(flat, layout), x, y)
+    losses = population_losses(module, unflatten(flat, layout), x, y, objective)
     return losses.view(len(a), points)
 
 
@@ -172,10 +212,21 @@ def bezier_points(a, bend, b, t: torch.Tensor) -> torch.Tensor:
     return (1 - t) ** 2 * a[:, None] + 2 * t * (1 - t) * bend[:, None] + t**2 * b[:, None]
 
 
-def fit_bezier(module, layout: Layout, a, b, x, y, settings: dict, gen: torch.Generator):
+def fit_bezier(
+    module,
+    layout: Layout,
+    a,
+    b,
+    x,
+    y,
+    settings: dict,
+    gen: torch.Generator,
+    objective: Objective = CLASSIFICATION,
+):
     """Train the bend of a quadratic Bezier curve between each pair ``(a, b)`` (Garipov et al.
     2018): the bend starts at the midpoint; each step samples one t ~ U(0, 1) per pair and
-    takes an SGD step on the probe loss at γ(t). Returns the bends ``(K, P)``."""
+    takes an SGD step on the probe loss at γ(t). Returns the bends ``(K, P)`` (buffers follow
+    the curve; their gradient is zero, so they stay at the midpoint of the ends')."""
     bend = ((a + b) / 2).clone().requires_grad_(True)
     batch = max(1, len(x) // 4)
     for _ in range(settings["epochs"]):
@@ -187,20 +238,28 @@ def fit_bezier(module, layout: Layout, a, b, x, y, settings: dict, gen: torch.Ge
             logits = forward_population(
                 module, unflatten(point, layout), x[idx].expand(len(a), *x[idx].shape)
             )
-            k, n, c = logits.shape
-            loss = F.cross_entropy(logits.reshape(k * n, c), y[idx].repeat(k))
-            (grad,) = torch.autograd.grad(loss * k, bend)  # each pair's own mean-loss gradient
+            if y.dim() == 1:  # classification, as before sequence tasks (same float rounding)
+                k, n, c = logits.shape
+                loss = F.cross_entropy(logits.reshape(k * n, c), y[idx].repeat(k)) * k
+            else:
+                loss = objective.loss(logits, y[idx].expand(len(a), *y[idx].shape)).sum()
+            (grad,) = torch.autograd.grad(loss, bend)  # each pair's own mean-loss gradient
+            if layout.buffers:  # running statistics are not trained: only the weights bend
+                grad = grad * _parameter_mask(layout, grad.dtype)
             with torch.no_grad():
                 bend -= settings["lr"] * grad
     return bend.detach()
 
 
-def bezier_mc(module, layout, a, b, bend, x, y, points: int) -> torch.Tensor:
+def bezier_mc(
+    module, layout, a, b, bend, x, y, points: int, objective: Objective = CLASSIFICATION
+) -> torch.Tensor:
     """Mode connectivity mc = (L₀ + L₁)/2 − L(γ(t*)), t* = argmax_t |L(γ(t)) − (L₀ + L₁)/2|
     (Yang et al. 2021: mc < 0 is a barrier, ≈ 0 connected, > 0 under-trained ends)."""
     t = torch.linspace(0, 1, points)
     curve = bezier_points(a, bend, b, t)  # (K, T, P)
-    losses = population_losses(module, unflatten(curve.reshape(-1, a.shape[1]), layout), x, y)
+    flat = curve.reshape(-1, a.shape[1])
+    losses = population_losses(module, unflatten(flat, layout), x, y, objective)
     losses = losses.view(len(a), points)
     mid = (losses[:, 0] + losses[:, -1]) / 2
     star = (losses - mid[:, None]).abs().argmax(1)
