@@ -31,6 +31,8 @@ class Objective(Protocol):
 
     def module_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
 
+    def finish(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+
 
 @dataclass(frozen=True)
 class CrossEntropy:
@@ -73,5 +75,43 @@ class CrossEntropy:
         """The scalar loss of one plain module's outputs (the per-model reference loop)."""
         return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
 
+    def finish(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The reported metrics from the means of :meth:`sums` (here: those means)."""
+        return means
 
-OBJECTIVES: dict[str, Objective] = {CrossEntropy.name: CrossEntropy()}
+
+@dataclass(frozen=True)
+class MeanSquaredError:
+    """Regression on per-example target vectors (a signal's values at its coordinates, issue
+    14): outputs and targets ``(M, B, C)``. Training minimizes the mean squared error over every
+    target entry; checkpoints report it as ``loss`` and its PSNR,
+    ``psnr = 10 log10(PEAK_TO_PEAK^2 / loss)`` in dB. Signal tasks scale their values to
+    [-1, 1], so ``PEAK_TO_PEAK = 2``: the PSNR of the same signal in [0, 1] with peak 1."""
+
+    name: ClassVar[str] = "regression"
+    metrics: ClassVar[tuple[str, ...]] = ("loss", "psnr")
+    PEAK_TO_PEAK: ClassVar[float] = 2.0
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``(M,)`` mean squared error of each model over its targets."""
+        return (out - y).pow(2).reshape(out.shape[0], -1).mean(1)
+
+    def sums(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per model: the float64 sum of squared errors and the number of target entries."""
+        sq = (out.double() - y.double()).pow(2).reshape(out.shape[0], -1)  # (M, B*C)
+        return {"loss": sq.sum(1), "count": torch.full_like(sq[:, 0], sq.shape[1])}
+
+    def module_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The scalar loss of one plain module's outputs (the per-model reference loop)."""
+        return F.mse_loss(out, y)
+
+    def finish(self, means: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``loss`` (the MSE) and its ``psnr`` in dB (inf for a perfect fit)."""
+        psnr = 10.0 * torch.log10(self.PEAK_TO_PEAK**2 / means["loss"])
+        return {"loss": means["loss"], "psnr": psnr}
+
+
+OBJECTIVES: dict[str, Objective] = {
+    CrossEntropy.name: CrossEntropy(),
+    MeanSquaredError.name: MeanSquaredError(),
+}

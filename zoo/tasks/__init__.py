@@ -7,7 +7,9 @@ returns is :class:`zoo.tasks.base.Task`.
 
 Sources: ``digits`` (scikit-learn's bundled digits), ``fashion_mnist`` (idx files,
 :mod:`zoo.tasks.idx`), ``hf`` (any Hugging Face dataset, :mod:`zoo.tasks.hf`), and the generated
-``teacher_student`` and ``modular`` (:mod:`zoo.tasks.teacher_student`, :mod:`zoo.tasks.modular`).
+``teacher_student`` and ``modular`` (:mod:`zoo.tasks.teacher_student`, :mod:`zoo.tasks.modular`);
+and the signal tasks ``inr_image`` and ``inr_sinusoid`` (:mod:`zoo.tasks.signals`), where each
+run fits its own signal (``task.index``) on coordinates shared by its population.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from collections.abc import Callable
 
 from zoo.errors import TaskError
 from zoo.naming import canonical_json
-from zoo.tasks.base import Task, make_task
+from zoo.tasks.base import Signal, Task, make_task
 from zoo.tasks.digits import load_digits_task
 from zoo.tasks.hf import load_hf
 from zoo.tasks.idx import load_fashion_mnist
 from zoo.tasks.modular import load_modular
+from zoo.tasks.signals import load_inr_image, load_inr_sinusoid
 from zoo.tasks.teacher_student import load_teacher_student
 
-__all__ = ["TASKS", "Task", "clear_task_cache", "load_task", "make_task"]
+__all__ = ["TASKS", "Signal", "Task", "clear_task_cache", "load_task", "make_task"]
 
 _CACHE_SIZE = 8
 _CACHE_LOCK = threading.Lock()
@@ -37,6 +40,8 @@ TASKS: dict[str, Callable[[dict], Task]] = {
     "teacher_student": load_teacher_student,
     "modular": load_modular,
     "hf": load_hf,
+    "inr_image": load_inr_image,  # signal tasks: one signal per run (zoo/tasks/signals.py)
+    "inr_sinusoid": load_inr_sinusoid,
 }
 
 

@@ -28,6 +28,7 @@ from zoo.errors import BuildError
 from zoo.layout import Layout
 from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource, split_of
 from zoo.stages.build.parquet import FILE_BYTES, ROW_GROUP_BYTES
+
 TEMPLATE = resource("cards", "dataset_card.md")
 TAGS = ["weight-space-learning", "model-zoo", "neural-network-weights", "zoo"]
 
@@ -159,9 +160,16 @@ def _file_bytes(folder: Path, files: dict[str, list[str]]) -> dict[str, int]:
 
 
 SIZE_CATEGORIES = [
-    (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (10**6, "100K<n<1M"),
-    (10**7, "1M<n<10M"), (10**8, "10M<n<100M"), (10**9, "100M<n<1B"), (10**10, "1B<n<10B"),
-    (10**11, "10B<n<100B"), (10**12, "100B<n<1T"),
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (10**6, "100K<n<1M"),
+    (10**7, "1M<n<10M"),
+    (10**8, "10M<n<100M"),
+    (10**9, "100M<n<1B"),
+    (10**10, "1B<n<10B"),
+    (10**11, "10B<n<100B"),
+    (10**12, "100B<n<1T"),
 ]
 
 
@@ -298,8 +306,13 @@ def _varies_table(res: dict) -> str:
     sample = res.get("sample") or {}
     for key, dist in _sampled(res).items():
         (kind, args), *_ = dist.items()
-        rows.append([f"`{key}`", f"sampled ({sample['count']} draws, seed {sample.get('seed')})",
-                     f"{kind} {args}"])
+        rows.append(
+            [
+                f"`{key}`",
+                f"sampled ({sample['count']} draws, seed {sample.get('seed')})",
+                f"{kind} {args}",
+            ]
+        )
     if not rows:
         return "Only the seed varies."
     return _md_table(["recipe key", "how", "values"], rows)
@@ -311,8 +324,16 @@ def _files_table(summary: list[ConfigSummary], folder: Path) -> str:
         sizes = _file_bytes(folder, part.files)
         for split, paths in part.files.items():
             encodings = sorted({_weights_encoding(folder / p) for p in paths} - {None})
-            rows.append([f"`{part.name}`", split, part.counts[split], len(paths),
-                         _mb(sizes[split]), ", ".join(encodings)])
+            rows.append(
+                [
+                    f"`{part.name}`",
+                    split,
+                    part.counts[split],
+                    len(paths),
+                    _mb(sizes[split]),
+                    ", ".join(encodings),
+                ]
+            )
     return _md_table(["config", "split", "rows", "files", "size", "weights encoding"], rows)
 
 
@@ -333,8 +354,10 @@ def _mb(n: int) -> str:
 
 
 def _layout_table(layout) -> str:
-    rows = [[f"`{n}`", list(s), o] for n, s, o in
-            zip(layout.names, layout.shapes, layout.offsets, strict=True)]
+    rows = [
+        [f"`{n}`", list(s), o]
+        for n, s, o in zip(layout.names, layout.shapes, layout.offsets, strict=True)
+    ]
     return _md_table(["parameter", "shape", "offset"], rows)
 
 

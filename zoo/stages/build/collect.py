@@ -98,8 +98,12 @@ def landscape_rows(recipe: Recipe, out_dir: Path) -> list[dict]:
     settings = recipe.resolved["landscape"]
     if not settings["metrics"]:
         return []
-    wanted = {b.batch_id for b in plan_landscape(expand_recipe(recipe), settings,
-                                                  recipe.execution["population_size"])}
+    wanted = {
+        b.batch_id
+        for b in plan_landscape(
+            expand_recipe(recipe), settings, recipe.execution["population_size"]
+        )
+    }
     rows = []
     for rec in Manifest(out_dir).records("landscape"):
         if rec.batch_id in wanted and rec.ext == "parquet":

@@ -25,7 +25,15 @@ import numpy as np
 import pyarrow as pa
 
 from zoo.errors import BuildError
-from zoo.naming import CARD_FILE, DATA_DIR, DATASET_DIR, IMAGES_DIR, LAYOUT_FILE, RECIPE_FILE, split_of
+from zoo.naming import (
+    CARD_FILE,
+    DATA_DIR,
+    DATASET_DIR,
+    IMAGES_DIR,
+    LAYOUT_FILE,
+    RECIPE_FILE,
+    split_of,
+)
 from zoo.recipe import Recipe, expand_recipe
 from zoo.stages.build.card import ConfigSummary, render_card
 from zoo.stages.build.collect import ConfigRows, attach_landscape, collect

@@ -36,6 +36,8 @@ COMPRESSION = "zstd"
 # checkpoint: 0.72 vs 0.79). Each file takes whichever encodes its first row group smaller
 # (benchmarks/load_throughput.py).
 WEIGHTS_ENCODINGS = ("BYTE_STREAM_SPLIT", "PLAIN")
+
+
 def to_table(rows: ConfigRows, order: np.ndarray, splits: list[str]) -> pa.Table:
     """An Arrow table of the rows in ``order`` with typed columns and fixed-length weights."""
     arrays, names = [], []
@@ -52,8 +54,12 @@ def to_table(rows: ConfigRows, order: np.ndarray, splits: list[str]) -> pa.Table
     return pa.Table.from_arrays([*arrays, weights], names=[*names, "weights"])
 
 
-_JSON_TO_ARROW = {"integer": pa.int64(), "number": pa.float64(), "string": pa.string(),
-                  "boolean": pa.bool_()}
+_JSON_TO_ARROW = {
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "string": pa.string(),
+    "boolean": pa.bool_(),
+}
 
 
 @cache
@@ -126,9 +132,15 @@ def write_parquet_files(
 
     def encode(part: pa.Table, encoding: str) -> pa.Buffer:
         sink = pa.BufferOutputStream()
-        pq.write_table(part, sink, compression=COMPRESSION, row_group_size=per_group,
-                       use_dictionary=others, write_statistics=others,
-                       column_encoding={f"{n}.list.element": encoding for n in floats})
+        pq.write_table(
+            part,
+            sink,
+            compression=COMPRESSION,
+            row_group_size=per_group,
+            use_dictionary=others,
+            write_statistics=others,
+            column_encoding={f"{n}.list.element": encoding for n in floats},
+        )
         return sink.getvalue()
 
     trials = [weights_encoding] if weights_encoding or not floats else WEIGHTS_ENCODINGS

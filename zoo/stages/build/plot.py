@@ -7,9 +7,17 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-DEFAULT_METRICS = ("test_acc", "hessian_top_eig", "hessian_trace", "cka_mean", "barrier_mean",
-                   "barrier_aligned_mean", "mc_mean", "distance_from_init_rel",
-                   "alpha_mean")
+DEFAULT_METRICS = (
+    "test_acc",
+    "hessian_top_eig",
+    "hessian_trace",
+    "cka_mean",
+    "barrier_mean",
+    "barrier_aligned_mean",
+    "mc_mean",
+    "distance_from_init_rel",
+    "alpha_mean",
+)
 LOG_METRICS = {"hessian_top_eig", "hessian_trace"}
 
 
@@ -31,14 +39,16 @@ def cell_grid(rows: list[dict], x: str, y: str, metric: str, epoch: int):
             phases[key].add(row["phase"])
     xs = sorted({k[0] for k in values})
     ys = sorted({k[1] for k in values})
-    grid = [[statistics.fmean(values[(a, b)]) if values[(a, b)] else math.nan for a in xs]
-            for b in ys]
+    grid = [
+        [statistics.fmean(values[(a, b)]) if values[(a, b)] else math.nan for a in xs] for b in ys
+    ]
     labels = [["/".join(sorted(phases[(a, b)])) for a in xs] for b in ys]
     return xs, ys, grid, labels
 
 
-def plot_phase_diagram(rows: list[dict], x: str, y: str, metric: str, epoch: int, path: Path,
-                       title: str = "") -> Path | None:
+def plot_phase_diagram(
+    rows: list[dict], x: str, y: str, metric: str, epoch: int, path: Path, title: str = ""
+) -> Path | None:
     """Draw one heatmap PNG; returns its path, or None when the metric has no values."""
     import matplotlib
 
@@ -63,8 +73,16 @@ def plot_phase_diagram(rows: list[dict], x: str, y: str, metric: str, epoch: int
     for i in range(len(ys)):
         for j in range(len(xs)):
             if labels[i][j]:
-                ax.text(j, i, labels[i][j], ha="center", va="center", color="white",
-                        fontsize=9, fontweight="bold")
+                ax.text(
+                    j,
+                    i,
+                    labels[i][j],
+                    ha="center",
+                    va="center",
+                    color="white",
+                    fontsize=9,
+                    fontweight="bold",
+                )
     ax.set_title(title or f"{metric} at epoch {epoch}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +91,9 @@ def plot_phase_diagram(rows: list[dict], x: str, y: str, metric: str, epoch: int
     return path
 
 
-def plot_metrics(rows: list[dict], x: str, y: str, epoch: int, folder: Path, prefix: str,
-                 metrics=DEFAULT_METRICS) -> list[Path]:
+def plot_metrics(
+    rows: list[dict], x: str, y: str, epoch: int, folder: Path, prefix: str, metrics=DEFAULT_METRICS
+) -> list[Path]:
     """One heatmap per metric present in ``rows``; returns the written paths."""
     written = []
     for metric in metrics:
