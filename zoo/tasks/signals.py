@@ -80,8 +80,8 @@ def _choice(cfg: dict, key: str, allowed: tuple[str, ...], default: str, where: 
 
 @functools.lru_cache(maxsize=4)
 def _source(key: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(images (N, C, H, W), labels (N,), scale)`` of one source split, cached per process:
-    pixel intensity ``v = images * scale`` in [0, 1] (images are kept in their stored dtype)."""
+    """``(images (N, C, H, W), labels (N,), peak)`` of one source split, cached per process:
+    pixel intensity ``v = images / peak`` in [0, 1] (images are kept in their stored dtype)."""
     cfg = json.loads(key)
     source, split = cfg["source"], cfg["split"]
     if source == "digits":
@@ -93,14 +93,14 @@ def _source(key: str) -> tuple[np.ndarray, np.ndarray, float]:
                 "use task.split: train (or all, the same images)"
             )
         data = load_digits()
-        return data.images[:, None].astype(np.uint8), data.target.astype(np.int64), 1.0 / 16.0
+        return data.images[:, None].astype(np.uint8), data.target.astype(np.int64), 16.0
     if source == "fashion_mnist":
         files = find_idx_files(Path(cfg.get("path") or FASHION_MNIST_PATH), "inr_image")
         parts = ["train", "test"] if split == "all" else [split]
         images = np.concatenate([read_idx(files[f"x_{s}"]) for s in parts])
         labels = np.concatenate([read_idx(files[f"y_{s}"]) for s in parts]).astype(np.int64)
-        scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
-        return images[:, None], labels, scale
+        peak = 255.0 if images.dtype == np.uint8 else 1.0
+        return images[:, None], labels, peak
     return _hf_source(cfg)
 
 
@@ -145,9 +145,10 @@ def _order(key: str, order: str, seed: int) -> np.ndarray:
     return np.lexsort((labels, rank))
 
 
-def image_values(image: np.ndarray, scale: float) -> torch.Tensor:
-    """``(C, H, W)`` stored pixels -> ``(H*W, C)`` float32 values ``2 v - 1``, row-major."""
-    v = image.astype(np.float32) * np.float32(scale)
+def image_values(image: np.ndarray, peak: float) -> torch.Tensor:
+    """``(C, H, W)`` stored pixels -> ``(H*W, C)`` float32 values ``2 v - 1`` with
+    ``v = pixel / peak`` (in float32), row-major."""
+    v = image.astype(np.float32) / np.float32(peak)
     return torch.from_numpy(np.ascontiguousarray((2.0 * v - 1.0).reshape(len(v), -1).T))
 
 
@@ -186,7 +187,7 @@ def load_inr_image(cfg: dict) -> Task:
         {"source": source, "path": cfg.get("path"), "split": split}
         | ({k: cfg[k] for k in HF_KEYS if k in cfg} if source == "hf" else {})
     )
-    images, labels, scale = _source(key)
+    images, labels, peak = _source(key)
     rows = _order(key, order, seed)
     if index >= len(rows):
         raise TaskError(
@@ -195,7 +196,7 @@ def load_inr_image(cfg: dict) -> Task:
         )
     row = int(rows[index])
     shape = tuple(int(s) for s in images.shape[2:])
-    coords, values = coordinate_grid(shape), image_values(images[row], scale)
+    coords, values = coordinate_grid(shape), image_values(images[row], peak)
     columns = {"image_index": row, "label": int(labels[row])}
     signal = Signal(shape, coords, values, columns)
     if holdout == 0:  # the test split is the whole image again
