@@ -366,7 +366,11 @@ def _load_split(part: ConfigSummary) -> str:
 
 
 def render_card(
-    recipe, summary: list[ConfigSummary], folder: Path, column_docs: dict[str, str] | None = None
+    recipe,
+    summary: list[ConfigSummary],
+    folder: Path,
+    column_docs: dict[str, str] | None = None,
+    signals: str = "",
 ) -> str:
     """Fill ``cards/dataset_card.md`` from the recipe, the built tables and the folder.
 
@@ -376,12 +380,14 @@ def render_card(
             :class:`ConfigSummary` per config (its Parquet files already under ``folder``).
         folder: the dataset folder; its ``images/*.png`` become the Figures section.
         column_docs: column -> meaning, merged over the built-in descriptions.
+        signals: a signal zoo's section on rendering its networks (issue 14), else empty.
     Returns:
         the card's text; ``huggingface_hub.DatasetCard`` has parsed its header.
     """
     folder = Path(folder)
     values = {**_overview(recipe, summary, folder), **_sections(recipe, summary, folder)}
     values["columns_table"] = _columns_table(summary[0].table, column_docs)
+    values["signals"] = signals
     text = string.Template(TEMPLATE.read_text()).substitute(values)
     text = re.sub(r"\n{3,}", "\n\n", text)  # sections left empty leave no gaps
     check_card(text, [p.name for p in summary])

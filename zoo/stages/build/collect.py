@@ -83,7 +83,8 @@ def _add_row(rows: ConfigRows, row: dict, tensors: dict) -> None:
             row[f"{section}__{key}"] = value
     row["seed"] = config["seed"]
     row["gen_gap_loss"] = row["test_loss"] - row["train_loss"]
-    row["gen_gap_acc"] = row["train_acc"] - row["test_acc"]
+    if "train_acc" in row:  # classification; signal zoos report PSNR instead
+        row["gen_gap_acc"] = row["train_acc"] - row["test_acc"]
     row.pop("batch_id", None)
     n = len(rows.weights)  # rows so far: a key only some runs have (momentum of SGD runs in an
     for key in row.keys() - rows.columns.keys():  # SGD/Adam grid) is null in the others

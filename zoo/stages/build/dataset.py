@@ -39,6 +39,7 @@ from zoo.stages.build.card import ConfigSummary, render_card
 from zoo.stages.build.collect import ConfigRows, attach_landscape, collect
 from zoo.stages.build.parquet import to_table, with_metadata, write_parquet_files
 from zoo.stages.build.plot import plot_metrics
+from zoo.stages.build.signals import card_extras, draw_signal_figures
 from zoo.stages.landscape import COLUMN_DOCS as LANDSCAPE_DOCS
 from zoo.store.fs import atomic_write_bytes
 
@@ -58,6 +59,7 @@ def build_dataset(recipe: Recipe, out_dir: str | Path) -> Path:
     shutil.rmtree(folder / IMAGES_DIR, ignore_errors=True)
     attach_landscape(configs, recipe, out_dir)
     draw_figures(configs, recipe, folder)
+    draw_signal_figures(recipe, configs, folder)
     fractions = recipe.resolved["output"]["splits"]
     summary = []
     for name, rows in sorted(configs.items()):
@@ -74,7 +76,9 @@ def build_dataset(recipe: Recipe, out_dir: str | Path) -> Path:
     layouts = {s.name: s.layout.to_dict() for s in summary}
     atomic_write_bytes(folder / LAYOUT_FILE, json.dumps(layouts, indent=1).encode())
     atomic_write_bytes(folder / RECIPE_FILE, recipe.to_yaml().encode())
-    card = render_card(recipe, summary, folder, column_docs=LANDSCAPE_DOCS)
+    signals, signal_docs = card_extras(recipe, configs)
+    docs = {**LANDSCAPE_DOCS, **signal_docs}
+    card = render_card(recipe, summary, folder, column_docs=docs, signals=signals)
     atomic_write_bytes(folder / CARD_FILE, card.encode())
     return folder
 
