@@ -309,13 +309,14 @@ def _print_inspect(out: Path) -> None:
 
     folder = out / DATASET_DIR
     layouts = json.loads((folder / LAYOUT_FILE).read_text())
-    rows = []
+    rows, metric = [], "test_acc"
     for config in layouts:
         for split, ds in datasets.load_dataset(str(folder), config).items():
-            rows.append((config, split, len(ds), _inspect_cells(ds, layouts[config])))
+            metric = "test_acc" if "test_acc" in ds.features else "test_psnr"  # signal zoos
+            rows.append((config, split, len(ds), _inspect_cells(ds, layouts[config], metric)))
     phased = any(cells[-1] for *_, cells in rows)
     table = Table(title=f"zoo {out}")
-    columns = ("config", "split", "rows", "runs", "params", "status", "test_acc (last epoch)")
+    columns = ("config", "split", "rows", "runs", "params", "status", f"{metric} (last epoch)")
     for col in columns + (("phases (last annotated epoch)",) if phased else ()):
         table.add_column(col)
     for config, split, n, cells in rows:
@@ -323,13 +324,12 @@ def _print_inspect(out: Path) -> None:
     Console().print(table)
 
 
-def _inspect_cells(ds, layout: dict) -> list[str]:
-    """runs, params, status counts, test accuracy at the last epoch, phase counts."""
-    names = ["run_id", "status", "epoch", "test_acc"] + (
-        ["phase"] if "phase" in ds.features else []
-    )
+def _inspect_cells(ds, layout: dict, metric: str = "test_acc") -> list[str]:
+    """runs, params, status counts, the test metric (accuracy; PSNR for a signal zoo) at the
+    last epoch, phase counts."""
+    names = ["run_id", "status", "epoch", metric] + (["phase"] if "phase" in ds.features else [])
     cols = ds.select_columns(names).to_pandas()
-    last = cols[cols.epoch == cols.epoch.max()].test_acc
+    last = cols[cols.epoch == cols.epoch.max()][metric]
     status = ", ".join(f"{k} {v}" for k, v in Counter(cols.status).items())
     acc = f"{last.mean():.3f} ± {last.std():.3f}" if len(last) > 1 else f"{last.mean():.3f}"
     labelled = cols.dropna(subset=["phase"]) if "phase" in cols else cols.iloc[:0]
