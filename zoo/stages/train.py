@@ -9,6 +9,11 @@ activations stay in cache (8 models for MLPs, 4 for CNNs: measured best on a 2 M
 
 A model whose loss turns NaN/inf is frozen where it stands and its rows get
 ``status="diverged"``; the others go on.
+
+Signal tasks (issue 14: one INR per image) give every model its own targets on shared inputs:
+the trainer stacks each run's targets ``(M, N, C)`` and gathers them by each model's minibatch
+indices; in a full-batch epoch the coordinates are visited in grid order (:func:`epoch_order`),
+so the population shares one input and its first layer is one matmul over all models.
 """
 
 from __future__ import annotations
