@@ -3,6 +3,7 @@ every network from the published weights and layout.json alone, with the card's 
 
 import math
 import re
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -12,7 +13,9 @@ from sklearn.datasets import load_digits
 
 import zoo
 from zoo.naming import REPO_PLACEHOLDER
-from zoo.recipe import recipe_from_dict
+from zoo.recipe import load_recipe, recipe_from_dict
+
+PIPELINES = Path(__file__).parent.parent / "pipelines"
 
 
 def signal_zoo(tmp_path, **sections):
@@ -88,3 +91,18 @@ def test_sinusoid_zoo_with_fourier_features_renders_from_the_card(tmp_path):
         assert float((values[1::2] - wave[1::2]).pow(2).mean()) == pytest.approx(
             row["test_loss"], rel=1e-4, abs=1e-7
         )
+
+
+def test_shipped_digits_recipe_runs_end_to_end_at_a_small_size(tmp_path):
+    overrides = [
+        "grid={task.index: {range: [0, 20]}}",
+        "train.epochs=5",
+        "checkpoints={epochs: [0, 5]}",
+        f"output.dir={tmp_path / 'digits'}",
+        "execution.workers=0",
+    ]
+    folder = zoo.run(load_recipe(PIPELINES / "digits_siren_views.yaml", overrides))
+    ds = datasets.load_dataset(str(folder))
+    rows = sum(len(split) for split in ds.values())
+    assert rows == 20 * 2 * 2  # images x views x checkpoints
+    assert set(ds["train"]["model__w0"]) == {30.0}

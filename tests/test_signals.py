@@ -15,7 +15,7 @@ from zoo.stages.plan import plan_batches, population_key
 from zoo.tasks import load_task
 from zoo.tasks.signals import coordinate_grid
 
-from .test_datafiles import fake_idx_folder
+from .test_datafiles import digits_folder, fake_idx_folder, hf_offline  # noqa: F401 (fixtures)
 
 
 def image_cfg(**keys) -> dict:
@@ -139,3 +139,15 @@ def test_recipe_errors_name_the_key_for_ranges_and_landscape():
     landscape = signal_recipe(landscape={"metrics": ["hessian"]})
     with pytest.raises(RecipeError, match="landscape.metrics: the landscape stage needs a class"):
         recipe_from_dict(landscape)
+
+
+def test_hf_image_folder_source(hf_offline, digits_folder):  # noqa: F811 (pytest fixtures)
+    """Any Hugging Face image dataset or local folder: here a local Hub-style folder."""
+    folder, pixels, target = digits_folder
+    cfg = image_cfg(source="hf", path=str(folder), cache_dir=str(hf_offline), order="dataset")
+    task = load_task({**cfg, "split": "all", "index": 65})  # test row 5 after 60 train rows
+    assert task.signal.columns == {"image_index": 65, "label": int(target[65])}
+    v = pixels[65].astype(np.float32) / np.float32(255)
+    torch.testing.assert_close(task.y_train[:, 0], torch.from_numpy(2 * v - 1).reshape(-1))
+    with pytest.raises(TaskError, match="source hf needs task.path"):
+        load_task(image_cfg(source="hf"))
