@@ -37,7 +37,7 @@ import torch
 import zoo
 from zoo.dist.options import ExecOptions
 from zoo.recipe import recipe_from_dict
-from zoo.stages.build import dataset as build
+from zoo.stages.build import parquet as build
 
 BATCH = 256
 

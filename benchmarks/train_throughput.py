@@ -228,7 +228,7 @@ def signal_tasks(arch: str, runs: list[RunConfig]) -> list[Task]:
         g = torch.Generator().manual_seed(run.task["index"])
         y = torch.rand(len(coords), 1, generator=g) * 2 - 1
         signal = Signal(shape, coords, y, {})
-        tasks.append(Task("bench", coords, y, coords, y, 1, "regression", signal))
+        tasks.append(Task("bench", coords, y, coords, y, 1, "regression", signal=signal))
     return tasks
 
 

@@ -23,9 +23,14 @@ def tiny_recipe(out_dir=None, **sections):
         "seeds": 2,
         "checkpoints": {"epochs": [0, 1, 2]},
         "execution": {"workers": 0, "population_size": 2},
-        "output": {"dir": str(out_dir) if out_dir else None},
+        # 4 runs at split positions 0, .03, .41, .62 (the golden-ratio rule): train 3, validation 1
+        "output": {
+            "dir": str(out_dir) if out_dir else None,
+            "splits": {"train": 0.6, "validation": 0.4},
+        },
     }
-    data.update(sections)
+    output = {**data["output"], **sections.pop("output", {})}  # a given dir keeps the splits
+    data.update(sections, output=output)
     return recipe_from_dict(data)
 
 

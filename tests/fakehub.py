@@ -223,8 +223,9 @@ class FakeHub:
     def _repo(self, repo_id: str, user, write: bool = False) -> Repo:
         repo = self.repos.get(repo_id)
         visible = repo is not None and (not repo.private or (user and user[0] == _ns(repo_id)))
-        if not visible:
-            raise _error(404, f"Repository not found: {repo_id}", "RepoNotFound")
+        if not visible:  # as the Hub: 401 to a request without a token, 404 with one
+            status = 404 if user else 401
+            raise _error(status, f"Repository not found: {repo_id}", "RepoNotFound")
         if write:
             self._check_write(repo_id, user)
         return repo

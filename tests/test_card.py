@@ -1,6 +1,7 @@
 """The dataset card: a header that huggingface_hub.DatasetCard parses and datasets reads, and
 prose made from the zoo (grid, counts, columns, estimators, figures, files, citations)."""
 
+import collections
 import dataclasses
 import json
 import re
@@ -47,7 +48,11 @@ def _summary(folder: Path) -> list[ConfigSummary]:
             tables.append(pq.read_table(path))
             counts[split] = counts.get(split, 0) + tables[-1].num_rows
         table = pa.concat_tables(tables)
-        out.append(ConfigSummary(name, Layout.from_dict(layout), table, files, counts))
+        num_bytes = {s: 0 for s in counts}  # not shown in the sections under test
+        schema, rows = table.schema, table.drop_columns(["weights"])
+        out.append(
+            ConfigSummary(name, Layout.from_dict(layout), schema, rows, files, counts, num_bytes)
+        )
     return out
 
 
@@ -82,8 +87,11 @@ def test_prose_is_made_from_the_zoo(folder):
     assert "| `train.lr` | grid | [0.05, 0.1] |" in text
     assert "at learning rate one of [0.05, 0.1]" in text  # the grid, not the base value
     assert "Rows per status:\n\n| config | ok |\n|---|---|\n| `mlp_d1_w8` | 12 |" in text
-    sizes = {p.name.split("-")[0]: p.stat().st_size for p in folder.glob("data/*/*.parquet")}
-    assert f"| `mlp_d1_w8` | train | 9 | 1 | {sizes['train'] / 2**20:.2f} MB | " in text
+    sizes = collections.Counter()
+    for p in folder.glob("data/*/*.parquet"):
+        sizes[p.name.split("-")[0]] += p.stat().st_size
+    files = len(list(folder.glob("data/mlp_d1_w8/train-*.parquet")))  # one per train batch
+    assert f"| `mlp_d1_w8` | train | 9 | {files} | {sizes['train'] / 2**20:.2f} MB | " in text
     assert "| `weights` | `fixed_size_list<item: float>[610]` | all parameters" in text
     assert "| `fc1.weight` | [8, 64] | 0 |" in text
     for absent in ("## Figures", "## Estimator settings", "## Citations", "Rows per phase"):
@@ -114,7 +122,8 @@ def test_landscape_phases_figures_column_docs_and_citations(folder, tmp_path):
     phases = ["I", "II", "II", None] * 3
     table = part.table.append_column("phase", pa.array(phases, pa.string()))
     table = table.append_column("hessian_top_eig", pa.array([1.0] * 12))
-    summary = [dataclasses.replace(part, table=table)]
+    schema = pa.unify_schemas([part.schema, table.schema])
+    summary = [dataclasses.replace(part, table=table, schema=schema)]
     docs = {
         "hessian_top_eig": "largest Hessian eigenvalue, residual ‖Hv − λv‖/|λ|",
         "train__lr": "step size",

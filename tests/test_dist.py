@@ -344,7 +344,8 @@ def test_sigterm_stops_workers_and_resume_equals_an_uninterrupted_run(tmp_path):
     before = manifest.done_batch_ids("train")
     assert 0 < len(before) < 12, "the signal should land mid-run"
     summary = zoo.train(recipe, ExecOptions(workers=0))  # resume, in this process
-    assert set(summary.skipped) == before and len(summary.done) == 12 - len(before)
+    assert summary.stored_runs == len(before) and len(summary.done) == 12 - len(before)
+    assert not set(summary.done) & before  # nothing stored is trained again
     _assert_each_checkpoint_once(tmp_path / "a", 12 * 3)
     other = tiny_recipe(tmp_path / "b", execution={"workers": 0, "population_size": 1}, **kw)
     zoo.train(other, ExecOptions(workers=0))
@@ -363,7 +364,7 @@ def test_memory_url_output_round_trip(tmp_path):
         zoo.run(recipe)  # train, then build into memory://<root>/dataset
         assert not Path("memory:").exists(), "a URL must not become a local folder"
         assert Manifest(f"memory://{root}").verify() == []
-        assert len(zoo.train(recipe, ExecOptions(workers=0)).skipped) == 2  # resumes from the URL
+        assert zoo.train(recipe, ExecOptions(workers=0)).stored_runs == 4  # resumes from the URL
         fs.get(f"/{root}/dataset", str(tmp_path / "fetched"), recursive=True)
         local = zoo.run(tiny_recipe(tmp_path / "local"))
         got, want = (

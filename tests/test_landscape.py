@@ -60,7 +60,8 @@ def test_batched_metrics_equal_per_model_metrics(tmp_path):
     zoo.train(recipe, ExecOptions(workers=0))
     settings = recipe.resolved["landscape"]
     runs = expand_recipe(recipe)
-    (whole, *_) = plan_landscape(runs, settings, size=64)
+    assert len(plan_landscape(runs, settings)) == len({r.cell_id for r in runs})  # one per cell
+    whole = LandscapeBatch("whole", tuple(runs), settings)  # several cells in one batch
     together = annotate(whole, str(tmp_path), dtype=torch.float64).to_pylist()
     cell = [r for r in whole.runs if r.cell_id == whole.runs[0].cell_id]
     alone = annotate(LandscapeBatch("x", tuple(cell), settings), str(tmp_path), torch.float64)
@@ -116,8 +117,8 @@ def test_cli_landscape_then_plot(tmp_path):
     assert result.exit_code == 0, result.output
     assert "annotated and rebuilt" in result.output
     result = runner.invoke(app, ["inspect", str(tmp_path)], env={"COLUMNS": "200"})
-    assert "phases (last annotated epoch)" in result.output
-    assert re.search(r"│ (I|II|III|IV-A|IV-B) \d", result.output), result.output
+    assert "phases: cells' labels at the last annotated epoch" in result.output
+    assert re.search(r" (I|II|III|IV-A|IV-B) \d", result.output), result.output
     result = runner.invoke(
         app,
         [

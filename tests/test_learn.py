@@ -32,7 +32,8 @@ from .conftest import tiny_recipe
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A digits MLP zoo of 20 runs, so that train and test both get runs."""
-    return zoo.run(tiny_recipe(tmp_path_factory.mktemp("zoo"), seeds=10))
+    splits = {"train": 0.7, "test": 0.3}
+    return zoo.run(tiny_recipe(tmp_path_factory.mktemp("zoo"), seeds=10, output={"splits": splits}))
 
 
 def rows_of(cfg, shape, n=6):

@@ -6,7 +6,6 @@ import torch
 from zoo.layout import flatten
 from zoo.nn.architectures import build_model
 from zoo.stages.landscape.metrics import (
-    barrier,
     bezier_mc,
     bezier_points,
     interpolation_losses,
@@ -14,6 +13,7 @@ from zoo.stages.landscape.metrics import (
     power_law_alpha,
     weight_metrics,
 )
+from zoo.weightspace.align import barrier_height
 
 CFG = {"arch": "mlp", "width": 12, "depth": 2, "activation": "tanh"}
 
@@ -56,10 +56,10 @@ def test_cka_of_a_representation_with_itself_is_one_and_invariant():
 def test_barrier_between_a_model_and_itself_is_zero_and_positive_between_seeds():
     module, layout, flat, x, y = _models()
     same = interpolation_losses(module, layout, flat[:1], flat[:1], x, y, points=7)
-    assert torch.allclose(barrier(same), torch.zeros(1), atol=1e-6)
+    assert torch.allclose(barrier_height(same), torch.zeros(1), atol=1e-6)
     assert same.shape == (1, 7)
     cross = interpolation_losses(module, layout, flat[:1], flat[1:2], x, y, points=7)
-    assert torch.allclose(cross[:, 0], same[:, 0]) and barrier(cross).item() >= -1e-6
+    assert torch.allclose(cross[:, 0], same[:, 0]) and barrier_height(cross).item() >= -1e-6
 
 
 def test_bezier_curve_passes_through_its_endpoints():

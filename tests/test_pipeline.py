@@ -117,7 +117,8 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(tmp_path):
     before = manifest.done_batch_ids("train")
     assert 0 < len(before) < 8, "the kill should land mid-run"
     summary = zoo.train(recipe, ExecOptions(workers=0))
-    assert set(summary.skipped) == before and len(summary.done) == 8 - len(before)
+    assert summary.stored_runs == len(before) and len(summary.done) == 8 - len(before)
+    assert not set(summary.done) & before  # nothing stored is trained again
     records = manifest.records("train")
     ckpts = [c for r in records if r.ext == "parquet" for c in r.checkpoint_ids]
     assert len(ckpts) == len(set(ckpts)) == 8 * 3
@@ -192,3 +193,34 @@ def test_runs_with_different_config_keys_share_a_table(tmp_path):
     assert {o: len(d) for o, d in by_opt.items()} == {"sgd": 3, "adam": 3}
     assert set(by_opt["sgd"]["train__momentum"]) == {0.9}
     assert set(by_opt["adam"]["train__momentum"]) == {None}
+
+
+def test_a_config_is_a_weight_space_with_the_activation_as_a_column(tmp_path):
+    """Rows that differ only in their activation share one config (issue 13: the random-
+    hyperparameter recipe published its ReLU half as a hash-suffixed twin config)."""
+    recipe = tiny_recipe(tmp_path, grid={"model.activation": ["tanh", "relu"]})
+    folder = zoo.run(recipe)
+    layouts = json.loads((folder / "layout.json").read_text())
+    assert list(layouts) == ["mlp_d1_w8"] and layouts["mlp_d1_w8"]["model"]["activation"] is None
+    ds = datasets.load_dataset(str(folder), "mlp_d1_w8", split="train")
+    layout = zoo.load_layout(folder)
+    task = zoo.load_task(recipe.resolved["task"])
+    for row in (r for r in ds if r["epoch"] == 2):
+        net = zoo.to_module(row, layout)  # the row's model__activation
+        acc = (net(task.x_test).argmax(1) == task.y_test).float().mean().item()
+        assert abs(acc - row["test_acc"]) < 1e-6
+    with pytest.raises(zoo.ZooError, match="differ in their activation"):
+        zoo.to_module(ds[0]["weights"], layout)
+
+
+def test_inspect_reads_at_80_columns(tmp_path):
+    from rich.console import Console
+
+    from zoo.cli.app import _print_inspect
+
+    zoo.run(tiny_recipe(tmp_path / "a_long_output_folder_name"))
+    console = Console(width=80, record=True)
+    _print_inspect(tmp_path / "a_long_output_folder_name", console)
+    text = console.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "mlp_d1_w8   train" in text and "parameters: mlp_d1_w8 610" in text

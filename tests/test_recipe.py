@@ -81,13 +81,19 @@ def test_expand_is_grid_times_seeds_with_defaults():
     assert runs[0].cell_id == runs[1].cell_id != runs[2].cell_id
 
 
+def test_adding_checkpoint_epochs_keeps_the_runs():
+    grown = tiny_recipe(checkpoints={"epochs": [0, 1, 2], "steps": [3]})
+    assert [r.run_id for r in expand_recipe(grown)] == GOLDEN_IDS
+
+
 def test_run_ids_are_pinned():
     # golden ids: a change here changes every published zoo's ids — bump schema_version instead
     ids = [r.run_id for r in expand_recipe(tiny_recipe())]
     assert ids == GOLDEN_IDS
 
 
-GOLDEN_IDS = ["bb682b83e7b6be40", "fba3f55e8b7c82ea", "0bab3968a74cb82c", "01fb12fc3ce268b4"]
+# schema 2 (issue 13): the checkpoint schedule is no longer part of a run's identity
+GOLDEN_IDS = ["1a2ba7532d756dca", "cd43aefeb715e6b6", "8ba8d253ae10f458", "37d3bfdc5fbc6258"]
 
 
 def test_run_config_round_trip():

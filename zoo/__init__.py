@@ -24,7 +24,7 @@ import importlib
 from pathlib import Path
 
 __version__ = "0.1.0"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: run ids exclude the checkpoint schedule (issue 13)
 
 
 def _public_names() -> dict[str, str]:

@@ -54,6 +54,11 @@ class DistError(ZooError, RuntimeError):
     """Some population batches failed on the cluster; the message lists them and how to retry."""
 
 
+class BatchStopped(DistError):
+    """A batch stopped early on its worker because the driver was interrupted (Ctrl-C, SIGTERM):
+    it wrote nothing, and the next run of the same command does it again."""
+
+
 class AugmentError(ZooError, ValueError):
     """A weight-space transform cannot apply: not a symmetry of the layout's activation, a
     setting out of range, or a column the batch does not have."""

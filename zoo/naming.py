@@ -104,22 +104,67 @@ def shard_path(stage: str, batch: str, ext: str) -> str:
     return f"{SHARDS_DIR}/{stage}/{batch}.{ext}"
 
 
-def split_of(run: str, fractions: dict[str, float]) -> str:
-    """The split a run belongs to, from a hash of its id (never from listing order).
+# The split rule's weights: a unit's position u in [0, 1) is frac(sum of weight x coordinate), a
+# Kronecker (Weyl) sequence over its integer coordinates: the seed weighs the golden ratio's
+# fractional part, grid axis k the fractional part of the square root of the k-th prime after 3
+# (5 is skipped: its root is linear in the golden ratio). Irrational, rationally independent
+# weights spread the units of a config evenly over [0, 1), so each split gets about its fraction.
+GOLDEN = (5**0.5 - 1) / 2
+AXIS_PRIMES = (2, 3, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73)
+SPLIT_BY = ("run", "cell")  # or a dotted recipe key, e.g. task.index
 
-    ``fractions`` maps split name -> fraction; they are taken in sorted-name order so the
-    assignment does not depend on dict order. Every checkpoint of a run lands in the same split.
+
+def split_position(
+    seed: int | None, grid_index: tuple[int, ...], sample_index: int | None
+) -> float:
+    """A unit's position in [0, 1): ``frac(GOLDEN * seed + sum_k sqrt(p_k) * grid_index[k] +
+    sqrt(p_K) * sample_index)`` (``seed`` None: a whole grid cell is the unit).
+
+    Depends on the unit's own coordinates only, so a grown recipe (more seeds, more grid values
+    appended to a list, more sampled points) keeps every existing unit where it was.
+
+    Example:
+        >>> split_position(0, (0, 0), None), round(split_position(1, (), None), 6)
+        (0.0, 0.618034)
     """
-    u = int(hashlib.sha256(f"split:{run}".encode()).hexdigest()[:15], 16) / 16**15
+    weights = [p**0.5 % 1.0 for p in AXIS_PRIMES]
+    if len(grid_index) >= len(weights):
+        raise ValueError(f"the split rule has weights for {len(weights) - 1} grid axes")
+    total = sum(w * i for w, i in zip(weights, grid_index, strict=False))
+    total += GOLDEN * (seed or 0) + weights[len(grid_index)] * (sample_index or 0)
+    return total % 1.0
+
+
+def value_position(value) -> float:
+    """The position in [0, 1) of a unit named by a recipe value (``output.split_by: task.index``):
+    ``frac(GOLDEN * value)`` for an integer, else the first 15 hex digits of sha256 over its
+    canonical JSON."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (GOLDEN * value) % 1.0
+    return int(hashlib.sha256(canonical_json(value).encode()).hexdigest()[:15], 16) / 16**15
+
+
+def split_of(position: float, fractions: dict[str, float]) -> str:
+    """The split whose interval holds ``position``: the splits take consecutive intervals of
+    [0, 1) in the order ``fractions`` lists them (train 0.7, validation 0.15, test 0.15: train is
+    [0, 0.7), validation [0.7, 0.85), test [0.85, 1)).
+
+    Example:
+        >>> split_of(0.8, {"train": 0.7, "validation": 0.15, "test": 0.15})
+        'validation'
+    """
     total = 0.0
-    names = sorted(fractions)
+    names = list(fractions)
     for name in names:
         total += fractions[name]
-        if u < total:
+        if position < total:
             return name
     return names[-1]
 
 
-def data_file(config: str, split: str, index: int, count: int) -> str:
-    """Path of one Parquet file of the built dataset (the Hub's naming)."""
-    return f"{DATA_DIR}/{config}/{split}-{index:05d}-of-{count:05d}.parquet"
+def data_file(config: str, split: str, part: str, index: int) -> str:
+    """Path of one Parquet file of the built dataset, relative to its folder:
+    ``data/<config>/<split>-<part>-<index:05d>.parquet``. A part is one train batch's rows, so a
+    grown store adds files and leaves the others' names (and bytes) as they were; the Hub's
+    ``data/<config>/<split>-*.parquet`` pattern reads them all."""
+    return f"{DATA_DIR}/{config}/{split}-{part}-{index:05d}.parquet"

@@ -23,6 +23,7 @@ from zoo.cli.options import (
     ClusterConfigOpt,
     ClusterOpt,
     DeviceOpt,
+    JobScriptOpt,
     JsonLogOpt,
     OutArg,
     QuietOpt,
@@ -36,11 +37,13 @@ from zoo.cli.options import (
     _load,
     _options,
     console,
+    print_job_script,
     print_out,
 )
-from zoo.cli.progress import JsonLog, StageBar, StageLog
+from zoo.cli.progress import ClusterWarnings, JsonLog, StageBar, StageLog
 from zoo.cli.tools import register
 from zoo.dist.options import ExecOptions, resolve_device
+from zoo.dist.run import RunSummary
 from zoo.errors import ZooError
 from zoo.naming import DATASET_DIR, LAYOUT_FILE, PLOTS_DIR, RECIPE_FILE
 from zoo.recipe import Recipe, load_recipe
@@ -68,17 +71,24 @@ def _pipeline():
     return pipeline
 
 
-def build_dataset(recipe: Recipe, out) -> Path:
-    from zoo.stages.build import build_dataset
+def _build(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None) -> Path:
+    """Build the dataset folder with a progress bar over its parts (see :func:`_stage`)."""
+    from zoo.stages.build import parts_to_write, plan_build
 
-    return build_dataset(recipe, out)
+    plan = plan_build(recipe, recipe.out_dir)
+
+    def build(recipe, options, log, batches, **kwargs) -> Path:
+        return _pipeline().build(recipe, options, log, plan=plan, **kwargs)
+
+    parts = parts_to_write(plan, recipe.out_dir)
+    return _stage("build", parts, build, recipe, options, quiet, json_log)
 
 
 def _train(recipe: Recipe, options: ExecOptions, quiet: bool = False, json_log=None):
     """Train with a progress bar and a JSON event log (see :func:`_stage`)."""
     from zoo.stages.plan import plan
 
-    batches = plan(recipe).batches
+    batches = plan(recipe, _pipeline().stored_checkpoints(recipe)).batches
     return _stage("train", batches, _pipeline().train, recipe, options, quiet, json_log)
 
 
@@ -100,27 +110,40 @@ def _stage(
     quiet: bool = False,
     json_log=None,
 ):
-    """Run one stage (``fn``: pipeline.train or pipeline.landscape) with a progress bar (unless
+    """Run one stage (``fn``: pipeline.train, .landscape or .build) with a progress bar (unless
     quiet; failures are summarized at the end either way) and a JSON event log; Ctrl-C or
-    SIGTERM stops the workers and exits with 130."""
+    SIGTERM stops the workers and exits with 130. Returns what ``fn`` returns."""
     log = StageLog(stage, batches)
     with contextlib.ExitStack() as stack:
         if json_log is not None:
             log.listeners.append(stack.enter_context(contextlib.closing(JsonLog(json_log))))
         if not quiet:
             log.listeners.append(stack.enter_context(StageBar(console, stage, len(batches))))
+        else:
+            log.listeners.append(ClusterWarnings(console))
         try:
-            summary = fn(recipe, options, log, batches=batches, on_start=log.start)
+            summary = fn(
+                recipe, options, log, batches=batches, on_start=log.start, on_event=log.cluster
+            )
         except KeyboardInterrupt:
             log.end(None, interrupted=True)
             stack.close()
             console.print(
-                f"[yellow]interrupted[/] after {log.done} new {stage} batches; finished batches "
-                "are saved: run the same command again to do the rest"
+                f"[yellow]interrupted[/] after {log.done} new {stage} batches{_stopped(log)}; "
+                "finished batches are saved: run the same command again to do the rest"
             )
             raise typer.Exit(code=130) from None
-        log.end(summary)
+        log.end(summary if isinstance(summary, RunSummary) else None)
     return summary
+
+
+def _stopped(log: StageLog) -> str:
+    """What became of the batches that were running on the workers at the interrupt."""
+    if not log.stopped:
+        return ""
+    left = log.stopped.get("still_running", 0)
+    text = f", stopped {log.stopped['stopped']} running on the workers"
+    return text + (f" ({left} still finishing their epoch)" if left else "")
 
 
 @app.command()
@@ -136,6 +159,7 @@ def run(
     cluster_config: ClusterConfigOpt = None,
     quiet: QuietOpt = False,
     json_log: JsonLogOpt = None,
+    print_job_script_: JobScriptOpt = False,
 ):
     """Train every run of a recipe and build its dataset folder (resumable).
 
@@ -143,17 +167,27 @@ def run(
     it stopped. Example: zoo run pipelines/quickstart.yaml --set seeds=8
     The published size: zoo run pipelines/fashion_cnn_small_width_batch.yaml --scale
     On SLURM: zoo run RECIPE --cluster slurm --cluster-config slurm.yaml --quiet
+    The SLURM job script, not submitted: zoo run RECIPE --cluster slurm --print-job-script
     """
     rec = _load(recipe, set, scale)
     try:
         opts = _options(
-            rec, workers, scheduler, device, threads_per_worker, cluster, cluster_config
+            rec,
+            workers,
+            scheduler,
+            device,
+            threads_per_worker,
+            cluster,
+            cluster_config,
+            check=not print_job_script_,
         )
+        if print_job_script_:
+            return print_job_script(opts)
         summary = _train(rec, opts, quiet, json_log)
         _pipeline().raise_for_failures(summary, rec)
         if rec.resolved["landscape"]["metrics"]:
             _landscape(rec, opts, quiet, json_log)
-        folder = build_dataset(rec, rec.out_dir)
+        folder = _build(rec, opts, quiet, json_log)
     except ZooError as err:
         _fail(err)
     if not is_remote(rec.out_dir):  # the summary table reads the folder with `datasets`
@@ -174,6 +208,7 @@ def train(
     cluster_config: ClusterConfigOpt = None,
     quiet: QuietOpt = False,
     json_log: JsonLogOpt = None,
+    print_job_script_: JobScriptOpt = False,
 ):
     """Train the runs of a recipe into the store (shards + manifest); no dataset is built.
 
@@ -183,8 +218,17 @@ def train(
     rec = _load(recipe, set, scale)
     try:
         opts = _options(
-            rec, workers, scheduler, device, threads_per_worker, cluster, cluster_config
+            rec,
+            workers,
+            scheduler,
+            device,
+            threads_per_worker,
+            cluster,
+            cluster_config,
+            check=not print_job_script_,
         )
+        if print_job_script_:
+            return print_job_script(opts)
         summary = _train(rec, opts, quiet, json_log)
         _pipeline().raise_for_failures(summary, rec)
     except ZooError as err:
@@ -193,14 +237,23 @@ def train(
 
 
 @app.command()
-def build(out: OutArg):
+def build(
+    out: OutArg,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    quiet: QuietOpt = False,
+    json_log: JsonLogOpt = None,
+):
     """Build the dataset folder OUT/dataset from the store (README card, Parquet, layout.json).
 
-    Example: zoo build out/quickstart
+    One part per train batch, written as Dask tasks (--workers, --scheduler as for `zoo run`);
+    a part whose shards, landscape rows and splits did not change since the last build keeps
+    its files. Every shard's sha256 is checked as it is read.
+    Example: zoo build out/quickstart --workers 2
     """
     try:
         rec = load_recipe(out / RECIPE_FILE, [f"output.dir={out}"])
-        folder = build_dataset(rec, out)
+        folder = _build(rec, _options(rec, workers, scheduler, None), quiet, json_log)
     except ZooError as err:
         _fail(err)
     console.print(f"built {folder}")
@@ -217,7 +270,8 @@ def plan(recipe: RecipeArg, set: SetOpt = None, scale: ScaleOpt = False):
 
     rec = _load(recipe, set, scale)
     try:
-        p = plan_recipe(rec)
+        stored = _pipeline().stored_checkpoints(rec)
+        p = plan_recipe(rec, stored)
         params, memory = p.num_params(), p.memory_bytes()
         device = resolve_device(rec.execution.get("device") or "auto")
         seconds = p.estimated_seconds(device)
@@ -252,6 +306,12 @@ def plan(recipe: RecipeArg, set: SetOpt = None, scale: ScaleOpt = False):
         )
     Console().print(table)
     workers = max(1, rec.execution.get("workers") or 1)
+    if stored:
+        todo = sum(len(b.runs) for b in p.batches)
+        Console().print(
+            f"{rec.out_dir} holds {len(stored)} checkpoints already: {todo} of {len(p.runs)} "
+            "runs have checkpoints to train (the batches and estimates below are what is left)"
+        )
     Console().print(
         f"{len(p.runs)} runs in {len(p.batches)} population batches, {p.checkpoints} checkpoints; "
         f"estimated storage {p.storage_bytes() / 2**20:.1f} MiB, peak memory per batch "
@@ -304,8 +364,10 @@ def verify(
     raise typer.Exit(code=1)
 
 
-def _print_inspect(out: Path) -> None:
+def _print_inspect(out: Path, console: Console | None = None) -> None:
+    """A table of the built zoo that reads at 80 columns: one line per config and split."""
     import datasets
+    from rich import box
 
     folder = out / DATASET_DIR
     layouts = json.loads((folder / LAYOUT_FILE).read_text())
@@ -313,29 +375,41 @@ def _print_inspect(out: Path) -> None:
     for config in layouts:
         for split, ds in datasets.load_dataset(str(folder), config).items():
             metric = "test_acc" if "test_acc" in ds.features else "test_psnr"  # signal zoos
-            rows.append((config, split, len(ds), _inspect_cells(ds, layouts[config], metric)))
+            rows.append((config, split, len(ds), _inspect_cells(ds, metric)))
     phased = any(cells[-1] for *_, cells in rows)
-    table = Table(title=f"zoo {out}")
-    columns = ("config", "split", "rows", "runs", "params", "status", f"{metric} (last epoch)")
-    for col in columns + (("phases (last annotated epoch)",) if phased else ()):
-        table.add_column(col)
-    for config, split, n, cells in rows:
-        table.add_row(config, split, str(n), *(cells if phased else cells[:-1]))
-    Console().print(table)
+    unhealthy = any(cells[1] for *_, cells in rows)
+    table = Table(title=f"zoo {out}", box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("config", no_wrap=True)
+    for name in ("split", "rows", "runs", metric):
+        table.add_column(name, no_wrap=True, justify="left" if name == "split" else "right")
+    if unhealthy:
+        table.add_column("diverged")
+    if phased:
+        table.add_column("phases")
+    for config, split, n, (runs, diverged, acc, phases) in rows:
+        extra = ([diverged] if unhealthy else []) + ([phases] if phased else [])
+        table.add_row(config, split, str(n), runs, acc, *extra)
+    console = console or Console()
+    console.print(table)
+    params = ", ".join(f"{c} {layouts[c]['num_params']:,}" for c in layouts)
+    notes = [f"parameters: {params}", f"{metric}: mean ± std over runs at the last epoch"]
+    if phased:
+        notes.append("phases: cells' labels at the last annotated epoch")
+    console.print("\n".join(notes))
 
 
-def _inspect_cells(ds, layout: dict, metric: str = "test_acc") -> list[str]:
-    """runs, params, status counts, the test metric (accuracy; PSNR for a signal zoo) at the
-    last epoch, phase counts."""
+def _inspect_cells(ds, metric: str = "test_acc") -> list[str]:
+    """runs, diverged rows, the test metric (accuracy; PSNR for a signal zoo) at the last epoch,
+    phase counts."""
     names = ["run_id", "status", "epoch", metric] + (["phase"] if "phase" in ds.features else [])
     cols = ds.select_columns(names).to_pandas()
     last = cols[cols.epoch == cols.epoch.max()][metric]
-    status = ", ".join(f"{k} {v}" for k, v in Counter(cols.status).items())
+    diverged = int((cols.status != "ok").sum())
     acc = f"{last.mean():.3f} ± {last.std():.3f}" if len(last) > 1 else f"{last.mean():.3f}"
-    labelled = cols.dropna(subset=["phase"]) if "phase" in cols else cols.iloc[:0]
+    labelled = cols[cols.phase != ""] if "phase" in cols else cols.iloc[:0]
     labelled = labelled[labelled.epoch == labelled.epoch.max()] if len(labelled) else labelled
     phases = ", ".join(f"{k} {v}" for k, v in sorted(Counter(labelled.get("phase", [])).items()))
-    return [str(cols.run_id.nunique()), f"{layout['num_params']:,}", status, acc, phases]
+    return [str(cols.run_id.nunique()), str(diverged) if diverged else "", acc, phases]
 
 
 @app.command()
@@ -367,8 +441,9 @@ def landscape(
         if not rec.resolved["landscape"]["metrics"]:
             example = "landscape: {metrics: [hessian, weights, cka, barrier, phase]}"
             raise ZooError(f"{out}/recipe.yaml has no landscape.metrics; add e.g. `{example}`")
-        _landscape(rec, _options(rec, workers, scheduler, device))
-        folder = build_dataset(rec, out)
+        opts = _options(rec, workers, scheduler, device)
+        _landscape(rec, opts)
+        folder = _build(rec, opts)
     except ZooError as err:
         _fail(err)
     console.print(f"annotated and rebuilt {folder}")

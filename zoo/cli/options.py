@@ -3,6 +3,7 @@ types (``Annotated`` aliases), and loading a recipe and its execution options.""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from zoo.dist.clusters import with_cluster_config
+from zoo.dist.clusters import check_cluster, job_script, with_cluster_config
 from zoo.dist.options import ExecOptions
 from zoo.errors import ZooError
 from zoo.recipe import Recipe, load_recipe
@@ -61,7 +62,18 @@ QuietOpt = Annotated[
 ]
 JsonLogOpt = Annotated[
     Path | None,
-    typer.Option(help="Append one JSON object per event (start, done, failed, end) to this file."),
+    typer.Option(
+        help="Append one JSON object per event to this file: start, done, failed, end, and "
+        "no_workers, workers, worker_lost, batch_rerun, stopping, stopped, interrupted."
+    ),
+]
+JobScriptOpt = Annotated[
+    bool,
+    typer.Option(
+        "--print-job-script",
+        help="Print the batch script a --cluster slurm|pbs run would submit for each worker "
+        "job, and exit: nothing is submitted or trained.",
+    ),
 ]
 
 
@@ -89,11 +101,14 @@ def _options(
     threads_per_worker=None,
     cluster=None,
     cluster_config=None,
+    check: bool = True,
 ) -> ExecOptions:
+    """The execution options of a command; ``check``: fail at once where a SLURM/PBS cluster
+    could not submit a job (dask-jobqueue or the submit command missing)."""
     execution = recipe.execution
     if cluster_config is not None:
         execution = with_cluster_config(execution, cluster_config)
-    return ExecOptions.from_recipe(
+    options = ExecOptions.from_recipe(
         execution,
         workers=workers,
         scheduler=scheduler,
@@ -101,4 +116,23 @@ def _options(
         cluster=cluster,
         threads_per_worker=threads_per_worker,
         dashboard=True,
+    )
+    if check:
+        check_cluster(options)
+    return options
+
+
+def print_job_script(options: ExecOptions) -> None:
+    """Print the job script of a SLURM/PBS run to stdout (a note on its scheduler address to
+    stderr); nothing is submitted."""
+    if options.cluster == "local":
+        raise ZooError(
+            "--print-job-script shows the script of SLURM/PBS worker jobs: add --cluster slurm "
+            "(or pbs), or set execution.cluster.kind in the recipe or the --cluster-config file"
+        )
+    script = job_script(dataclasses.replace(options, dashboard=False))
+    print(script, end="" if script.endswith("\n") else "\n")
+    console.print(
+        f"[dim]the job script of --cluster {options.cluster} (not submitted); a run puts its "
+        "own scheduler's address in place of this one[/]"
     )

@@ -11,7 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zoo.dist.run import run_ids
+
 if TYPE_CHECKING:
+    from zoo.dist.control import ClusterEvent
     from zoo.dist.run import RunSummary, StageStart
 
 
@@ -19,7 +22,8 @@ class StageLog:
     """Counts a stage's progress from :func:`zoo.dist.run.run_stage`'s callbacks and hands each
     event, as a JSON-ready dict, to its listeners (a progress display, a JSON log).
 
-    Pass ``on_start=log.start`` and ``progress=log``; call ``log.end(summary)`` at the end.
+    Pass ``on_start=log.start``, ``progress=log`` and ``on_event=log.cluster``; call
+    ``log.end(summary)`` at the end.
     """
 
     def __init__(self, stage: str, batches: list, listeners: list | None = None):
@@ -28,6 +32,7 @@ class StageLog:
         self.batches, self.models = len(batches), sum(self.runs.values())
         self.done = self.failed = self.models_done = self.models_failed = self.skipped_models = 0
         self.started = self.last = time.monotonic()
+        self.stopped: dict = {}  # the fields of the last "stopped" event, after an interrupt
 
     def emit(self, event: str, **extra) -> None:
         elapsed = self.last - self.started  # up to the last batch, not the cluster's shutdown
@@ -63,8 +68,15 @@ class StageLog:
             self.emit("done", batch_id=batch.batch_id)
         else:
             self.failed, self.models_failed = self.failed + 1, self.models_failed + len(batch.runs)
-            runs = [r.run_id for r in batch.runs]
+            runs = run_ids(batch)
             self.emit("failed", batch_id=batch.batch_id, run_ids=runs, error=error)
+
+    def cluster(self, event: ClusterEvent) -> None:
+        """A :class:`zoo.dist.control.ClusterEvent` (no workers, a worker lost, a batch rerun,
+        stopping): emitted with its ``message`` and fields."""
+        if event.kind == "stopped":
+            self.stopped = dict(event.fields)
+        self.emit(event.kind, message=event.message, **event.fields)
 
     def end(self, summary: RunSummary | None, interrupted: bool = False) -> None:
         counts = {"skipped": len(summary.skipped)} if summary else {}
@@ -83,6 +95,23 @@ class JsonLog:
 
     def close(self) -> None:
         self.file.close()
+
+
+WARNINGS = ("no_workers", "worker_lost", "batch_rerun", "stopping", "stopped")
+
+
+class ClusterWarnings:
+    """A listener of :class:`StageLog` for ``--quiet`` runs: no bar, but what the operator must
+    know about the cluster (no workers, lost workers, reruns, stopping) still prints."""
+
+    def __init__(self, console):
+        self.console = console
+
+    def __call__(self, s: dict) -> None:
+        from rich.markup import escape
+
+        if s["event"] in WARNINGS:
+            self.console.print(f"[yellow]{escape(s['message'])}[/]")
 
 
 class StageBar:
@@ -113,14 +142,19 @@ class StageBar:
     def __call__(self, s: dict) -> None:
         from rich.markup import escape
 
+        if s["event"] in (*WARNINGS, "workers"):  # a cluster event: say it
+            color = "cyan" if s["event"] in ("workers", "stopped") else "yellow"
+            self.console.print(f"[{color}]{escape(s['message'])}[/]")
+            if s["event"] == "no_workers":
+                wait = time.strftime("%H:%M:%S", time.gmtime(s["waited_s"]))
+                self.bar.update(self.task, info=f"waiting for workers for {wait}")
+                return
         if s["event"] == "start":
             self.skipped = s["batches_skipped"]
             if s["dashboard"]:
                 self.console.print(f"Dask dashboard: {s['dashboard']}")
-            if self.skipped:
-                self.console.print(
-                    f"{self.skipped} of {s['batches']} batches already done: resuming"
-                )
+            if s["models_skipped"]:
+                self.console.print(f"{s['models_skipped']} runs already stored: resuming")
         elif s["event"] == "failed":
             runs = ", ".join(s["run_ids"][:4]) + (" …" if len(s["run_ids"]) > 4 else "")
             last = escape(s["error"].splitlines()[-1])

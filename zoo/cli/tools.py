@@ -145,12 +145,12 @@ def learn(
         typer.Option(help="With --classify: training views per signal (repeatable; 0: all)."),
     ] = None,
     group: Annotated[
-        str | None,
+        str,
         typer.Option(
-            help="With --classify: split by this column, every view of a signal in one split "
-            "('': the zoo's own splits)."
+            help="With --classify: auto (the zoo's splits if every view of a signal is in one, "
+            "else by task__index), a column to split by, or '' (the zoo's splits)."
         ),
-    ] = "task__index",
+    ] = "auto",
     epoch: Annotated[
         str, typer.Option(help="With --classify: the epoch whose checkpoints are used, or last.")
     ] = "last",
@@ -293,20 +293,37 @@ def push(
             )
         except ZooError as err:
             _fail(err)
+    _print_push(result, dry_run)
+
+
+def _print_push(result, dry_run: bool) -> None:
+    """What a push did (counting only the bytes it sent) or would do, and how to load it."""
     plan = result.plan
-    verb = "would upload" if dry_run else "uploaded"
-    print_out(
-        f"{verb} {len(plan.upload)} file(s) ({result.upload_bytes / 2**20:.1f} MiB), "
-        f"{'would delete' if dry_run else 'deleted'} {len(plan.delete)}, "
-        f"{len(plan.unchanged)} unchanged"
-    )
+    if dry_run:
+        print_out(
+            f"would upload {len(plan.upload)} file(s) ({result.upload_bytes / 2**20:.1f} MiB), "
+            f"would delete {len(plan.delete)}, {len(plan.unchanged)} unchanged"
+        )
+        if not result.visible:
+            print_out(
+                f"{result.repo_id} does not exist or is private: a push creates it (to compare "
+                "with a private repo's files, set HF_TOKEN to a token that can read it)"
+            )
+    else:
+        held = len(plan.upload) - len(result.sent)
+        print_out(
+            f"uploaded {len(result.sent)} file(s) ({result.sent_bytes / 2**20:.1f} MiB), "
+            f"deleted {len(plan.delete)}, {len(plan.unchanged)} unchanged"
+            + (f"; {held} changed file(s) the Hub already held were not sent again" if held else "")
+        )
     for path in plan.upload if dry_run else ():
         print_out(f"  + {path}")
     for path in plan.delete if dry_run else ():
         print_out(f"  - {path}")
     if result.tag:
         print_out(f"tagged {result.tag}")
-    print_out(f"[green]{escape(result.url)}[/]\n  zoo.load({repo_id!r})")
+    at = f", revision={result.revision!r}" if result.revision != "main" else ""
+    print_out(f"[green]{escape(result.url)}[/]\n  zoo.load({result.repo_id!r}{at})")
 
 
 def pull(

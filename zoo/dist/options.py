@@ -30,6 +30,7 @@ class ExecOptions:
     gpus_per_worker: int = 0
     retries: int = 1
     dashboard: bool = False  # serve the Dask dashboard (needs bokeh)
+    no_workers_warning_s: float = 30.0  # say so when no worker has connected for this long
 
     def __post_init__(self) -> None:
         if self.cluster not in CLUSTERS:
@@ -43,8 +44,16 @@ class ExecOptions:
     @classmethod
     def from_recipe(cls, execution: dict, **overrides) -> ExecOptions:
         """Options from a resolved ``execution`` section; ``None`` overrides are ignored."""
-        keys = ("workers", "threads_per_worker", "device", "chunk_size", "eval_batch_size",
-                "gpus_per_worker", "retries")
+        keys = (
+            "workers",
+            "threads_per_worker",
+            "device",
+            "chunk_size",
+            "eval_batch_size",
+            "gpus_per_worker",
+            "retries",
+            "no_workers_warning_s",
+        )
         values = {k: execution[k] for k in keys if k in execution}
         settings = dict(execution.get("cluster") or {})
         values["cluster"] = settings.pop("kind", "local")

@@ -5,7 +5,8 @@ Tasks write their shards and return small receipts (``ShardRecord`` dicts); only
 appends receipts to the manifest, so a task killed mid-way leaves no trace in it and is simply
 run again (Dask reruns the batches of a dead worker elsewhere). Keys come from batch ids, so a
 batch is never run twice at once and its shards are recorded once. Weights never travel
-through the scheduler, only batch specs and receipts.
+through the scheduler, only batch specs and receipts. While the batches run, the driver watches
+the cluster and stops the running batches when it is interrupted (:mod:`zoo.dist.control`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import contextlib
 import os
 import signal
 import threading
+import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.dist.clusters import has_bokeh, make_cluster
+from zoo.dist.clusters import JOB_ERRORS, capture_job_errors, has_bokeh, make_cluster, waiting_hint
+from zoo.dist.control import ClusterWatch, OnEvent, stop_batches, stop_check
 from zoo.dist.options import ExecOptions, worker_device
 from zoo.errors import DistError
 from zoo.store.fs import is_remote, store_location
@@ -32,12 +36,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class RunSummary:
-    """What a stage did: batches run, skipped (already done) and failed."""
+    """What a stage did: batches run, skipped (already done) and failed, and how many runs the
+    store held already (planning left them out)."""
 
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # batch_id -> error text
     failed_runs: dict[str, list[str]] = field(default_factory=dict)  # batch_id -> run ids
+    stored_runs: int = 0
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class StageStart:
     stage: str
     batches: int  # in the plan
     skipped: int  # already in the manifest
-    skipped_runs: int  # runs of those batches
+    skipped_runs: int  # runs of those batches, and runs the store held before planning
     dashboard: str | None  # the Dask dashboard's address, when one is served
 
 
@@ -61,7 +67,11 @@ def dask_client(options: ExecOptions) -> Iterator:
     from dask.distributed import Client
 
     if not options.scheduler:
-        with make_cluster(options) as cluster, Client(cluster) as client:
+        with (
+            capture_job_errors(options),
+            _closing(make_cluster(options)) as cluster,
+            Client(cluster) as client,
+        ):
             yield client
         return
     try:
@@ -75,6 +85,22 @@ def dask_client(options: ExecOptions) -> Iterator:
     with client:
         _check_gpu_workers(client, options)
         yield client
+
+
+@contextlib.contextmanager
+def _closing(cluster) -> Iterator:
+    """The cluster, closed on the way out. distributed asserts, as it closes a jobqueue cluster,
+    that every job it made has started; a job whose submission failed (sbatch refused it)
+    never did: that assertion is not an error of the run, whose own outcome (an interrupt, an
+    error) must reach the caller instead."""
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.close()
+        except AssertionError:
+            if type(cluster).__name__ == "LocalCluster":
+                raise
 
 
 def _check_gpu_workers(client, options: ExecOptions) -> None:
@@ -111,17 +137,32 @@ TaskFn = Callable[[dict, str, dict], list[dict]]
 
 def execute(task_fn: TaskFn, batch: dict, out_dir: str, options: dict) -> list[dict]:
     """Run one stage task where it lands (this process or a worker): with the worker's torch
-    threads and its own device (``auto`` resolved here, a GPU per worker on multi-GPU nodes)."""
+    threads and its own device (``auto`` resolved here, a GPU per worker on multi-GPU nodes).
+
+    The task gets ``options["check_stop"]``: a callable it calls between epochs (or checkpoint
+    epochs) that raises :class:`zoo.errors.BatchStopped` once the driver stops the stage
+    (``options["stop_event"]``, set by :func:`run_stage` on Dask; a no-op in this process)."""
     import torch
 
     torch.set_num_threads(options["threads_per_worker"])
-    return task_fn(batch, out_dir, {**options, "device": worker_device(options["device"])})
+    device = worker_device(options["device"])
+    check = stop_check(options.get("stop_event"))
+    return task_fn(batch, out_dir, {**options, "device": device, "check_stop": check})
 
 
 def run_stage(
-    stage: str, batches: list, task_fn: TaskFn, out_dir: str | Path, options: ExecOptions,
-    progress: Progress | None = None, *, client=None,
-    on_start: Callable[[StageStart], None] | None = None, done_exts: tuple = SHARD_EXTS,
+    stage: str,
+    batches: list,
+    task_fn: TaskFn,
+    out_dir: str | Path,
+    options: ExecOptions,
+    progress: Progress | None = None,
+    *,
+    client=None,
+    on_start: Callable[[StageStart], None] | None = None,
+    done_exts: tuple = SHARD_EXTS,
+    stored_runs: int = 0,
+    on_event: OnEvent | None = None,
 ) -> RunSummary:
     """Run ``task_fn`` on every batch whose ``stage`` shards the manifest does not hold yet;
     append the receipts as batches finish.
@@ -136,21 +177,27 @@ def run_stage(
         client: a Dask client to reuse (e.g. one cluster for several stages).
         on_start: called once with a :class:`StageStart` when the workers are reachable.
         done_exts: the shard kinds a finished batch of this stage has in the manifest.
+        stored_runs: runs the plan left out because the store holds them (for the report).
+        on_event: called with a :class:`zoo.dist.control.ClusterEvent` for what the operator
+            should see on Dask: no workers for a while, workers lost, batches rerun, stopping.
     Returns:
         a :class:`RunSummary`; failures are collected, never raised, so other batches go on.
-        SIGTERM is turned into ``KeyboardInterrupt``: running tasks are cancelled and the
+        SIGTERM is turned into ``KeyboardInterrupt``: the running batches are stopped on their
+        workers (also those of an existing scheduler), the queued ones cancelled and the
         cluster shut down; a rerun then does only what the manifest lacks.
     """
     out = _task_location(out_dir, options, client)
     manifest = Manifest(out)
     done = manifest.done_batch_ids(stage, done_exts)
-    summary = RunSummary(skipped=[b.batch_id for b in batches if b.batch_id in done])
+    summary = RunSummary(
+        skipped=[b.batch_id for b in batches if b.batch_id in done], stored_runs=stored_runs
+    )
     todo = [b for b in batches if b.batch_id not in done]
     finish = _finisher(manifest, summary, progress)
 
     def started(c) -> None:
         if on_start:
-            runs = sum(len(b.runs) for b in batches if b.batch_id in done)
+            runs = stored_runs + sum(len(b.runs) for b in batches if b.batch_id in done)
             link = c and dashboard_link(c)
             on_start(StageStart(stage, len(batches), len(summary.skipped), runs, link))
 
@@ -166,8 +213,13 @@ def run_stage(
             return summary
         with contextlib.nullcontext(client) if client else dask_client(options) as c:
             started(c)
-            _run_on_dask(c, stage, task_fn, todo, out, options, finish)
+            _run_on_dask(c, stage, task_fn, todo, out, options, finish, on_event)
     return summary
+
+
+def run_ids(batch) -> list[str]:
+    """The run ids of a stage's batch (its ``runs`` hold run configs or run ids)."""
+    return [getattr(r, "run_id", r) for r in batch.runs]
 
 
 def _in_process(options: ExecOptions) -> bool:
@@ -196,27 +248,60 @@ def _finisher(manifest: Manifest, summary: RunSummary, progress: Progress | None
             summary.done.append(batch.batch_id)
         else:
             summary.failed[batch.batch_id] = error
-            summary.failed_runs[batch.batch_id] = [r.run_id for r in batch.runs]
+            summary.failed_runs[batch.batch_id] = run_ids(batch)
         if progress:
             progress("done" if error is None else "failed", batch, error)
 
     return finish
 
 
-def _run_on_dask(client, stage, task_fn, todo, out, options: ExecOptions, finish) -> None:
+def _run_on_dask(
+    client, stage, task_fn, todo, out, options: ExecOptions, finish, on_event=None
+) -> None:
     from dask.distributed import as_completed
 
-    opts = options.to_dict()
+    stop = f"zoo-stop-{stage}-{uuid.uuid4().hex}"  # the Event that stops this stage's batches
+    opts = {**options.to_dict(), "stop_event": stop}
     resources = {"GPU": 1} if options.gpus_per_worker else None
     futures = {
         client.submit(
-            execute, task_fn, b.to_dict(), out, opts, key=f"{stage}-{b.batch_id}",
-            retries=options.retries, resources=resources,
+            execute,
+            task_fn,
+            b.to_dict(),
+            out,
+            opts,
+            key=f"{stage}-{b.batch_id}",
+            retries=options.retries,
+            resources=resources,
         ): b
         for b in todo
     }
+    errors = (lambda: JOB_ERRORS.last) if options.cluster != "local" else None
+    watch = ClusterWatch(
+        client,
+        {str(f.key): b for f, b in futures.items()},
+        on_event,
+        options.no_workers_warning_s,
+        waiting_hint(options),
+        errors,
+    )
     try:
-        for future in as_completed(futures):
+        with watch:
+            _gather(as_completed(futures), futures, finish, watch)
+    except BaseException:  # interrupted: stop what is running, cancel what is queued
+        stop_batches(client, stop, list(futures), on_event, wait=bool(options.scheduler))
+        raise
+
+
+def _gather(results, futures: dict, finish, watch: ClusterWatch) -> None:
+    """Hand each finished batch to ``finish`` as it completes; poll the watch meanwhile."""
+    while not results.is_empty():
+        ready = results.next_batch(block=False)
+        if not ready:
+            watch.poll()
+            time.sleep(0.05)
+            continue
+        for future in ready:
             batch = futures.pop(future)
             try:
                 records, error = future.result(), None
@@ -224,9 +309,8 @@ def _run_on_dask(client, stage, task_fn, todo, out, options: ExecOptions, finish
                 records, error = None, _error_text(err)
             finish(batch, records, error)
             future.release()
-    except BaseException:
-        client.cancel(list(futures))  # interrupted: stop what is queued or running
-        raise
+        watch.poll()
+    watch.poll(force=True)  # what happened to the last batches (a worker lost, a rerun)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,11 @@
 """Read a published zoo back: ``load`` (from the Hub or a local folder, with its layout) and
 ``iter_weights`` (a split's weights as fast ``(B, P)`` batches).
 
-Hub reads go through :mod:`zoo.hub.client`'s ``HfApi`` factory, retries and error messages;
-the rows are read by ``datasets``, whose HTTP client is ``huggingface_hub``'s.
+Hub reads go through :mod:`zoo.hub.client`'s ``HfApi`` factory and error messages; they are
+not retried here (the client retries its own downloads) and start with one quick request
+(:func:`zoo.hub.client.probe`), so an unreachable Hub, a private or missing repo and a refused
+token are reported in seconds. The rows are read by ``datasets``, whose HTTP client is
+``huggingface_hub``'s.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import huggingface_hub
+from huggingface_hub.errors import RemoteEntryNotFoundError
 
 from zoo.errors import HubError
-from zoo.hub.client import REPO_TYPE, check_repo_id, hf_api, hub_errors, retry
+from zoo.hub.client import REPO_TYPE, check_repo_id, hf_api, hub_errors, probe
 from zoo.layout import Layout
 from zoo.naming import LAYOUT_FILE
 from zoo.nn.architectures import to_module
@@ -126,19 +129,24 @@ def load(
     kwargs = {} if local else {"revision": revision, "token": token}
     if cache_dir is not None:
         kwargs["cache_dir"] = str(cache_dir)
-    with hub_errors(path, "load", "Check the connection and try again."):
+    with hub_errors(path, "load", RESUME, token=token, retried=False):
         ds = datasets.load_dataset(path, config, split=split, streaming=streaming, **kwargs)
     return LoadedZoo(ds.with_format("torch"), Layout.from_dict(layouts[config]))
 
 
+RESUME = (
+    "Check the connection (or the proxy: HTTPS_PROXY) and try again; a zoo pulled with "
+    "`zoo pull` loads from its folder without the network."
+)
+
+
 def _remote_layouts(repo_id: str, revision: str | None, token: str | None) -> dict:
     api = hf_api(token)
-    with hub_errors(repo_id, "load", "Check the connection and try again."):
+    with hub_errors(repo_id, "load", RESUME, token=token, retried=False):
+        probe(api, repo_id, revision)
         try:
-            path = retry(
-                api.hf_hub_download, repo_id, LAYOUT_FILE, repo_type=REPO_TYPE, revision=revision
-            )
-        except huggingface_hub.errors.EntryNotFoundError as err:
+            path = api.hf_hub_download(repo_id, LAYOUT_FILE, repo_type=REPO_TYPE, revision=revision)
+        except RemoteEntryNotFoundError as err:  # the Hub answered: no such file
             raise HubError(f"{repo_id} has no layout.json: it is not a zoo dataset") from err
     return json.loads(Path(path).read_text())
 
@@ -164,9 +172,10 @@ def pull(
     target = Path(local_dir) if local_dir else Path(repo_id.split("/")[1])
     api = hf_api(token)
     resume = f"Run `zoo pull {repo_id}` again: files already downloaded are kept."
-    with hub_errors(repo_id, "pull", resume):
-        folder = retry(
-            api.snapshot_download, repo_id, repo_type=REPO_TYPE, revision=revision, local_dir=target
+    with hub_errors(repo_id, "pull", resume, token=token, retried=False):
+        probe(api, repo_id, revision)
+        folder = api.snapshot_download(
+            repo_id, repo_type=REPO_TYPE, revision=revision, local_dir=target
         )
     if not (Path(folder) / LAYOUT_FILE).is_file():
         raise HubError(f"{repo_id} has no layout.json: it is not a zoo dataset")

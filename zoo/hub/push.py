@@ -13,6 +13,10 @@ Resumable and idempotent:
    there yet. Transient failures are retried with backoff; after that, rerunning the same
    command uploads only what the Hub does not hold yet.
 6. Tag the version (``v<zoo_version>-<n>`` or ``--tag``).
+
+What was sent is counted as sent: before each commit the Hub's LFS store is asked which of its
+files' contents it lacks (content it holds, e.g. uploaded by a push that failed before its
+commit, is not sent again). A dry run needs no token for a public repo.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import huggingface_hub
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from zoo import __version__
 from zoo.errors import HubError
@@ -43,6 +48,7 @@ BUILD_FOLDERS = (
 )  # the build owns these: stale files go
 COMMIT_FILES = 200  # files per commit
 COMMIT_BYTES = 20 * 2**30  # bytes per commit: a large zoo is pushed in several commits
+LFS_BATCH = 256  # objects per question to the LFS store
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -150,7 +156,10 @@ class PushResult:
     plan: PushPlan
     commits: tuple[str, ...]
     tag: str | None
-    upload_bytes: int  # size of plan.upload (sent unless dry_run)
+    upload_bytes: int  # size of plan.upload (what changes in the repo)
+    sent: tuple[str, ...] = ()  # files whose bytes this push sent (the Hub lacked them)
+    sent_bytes: int = 0
+    visible: bool = True  # the repo exists and is readable (False: a dry run of a new repo)
 
 
 def remote_files(api: HfApi, repo_id: str, revision: str) -> dict[str, FileState]:
@@ -256,7 +265,8 @@ def push(
         message: commit message; default names the zoo version and what changed.
         tag: tag of the pushed version; default ``v<zoo_version>-<n>`` (nothing is tagged when
             nothing changed).
-        token: a write token; default ``HF_TOKEN`` or the ``hf auth login`` store.
+        token: a write token; default ``HF_TOKEN`` or the ``hf auth login`` store (a dry run
+            of a public repo needs none).
         dry_run: plan only: nothing is created, uploaded or deleted.
         progress: called as ``progress(stage, done, total)`` for ``hash`` and ``commit``.
     Returns:
@@ -268,21 +278,23 @@ def push(
     folder = dataset_folder(path)
     if not (folder / CARD_FILE).is_file():
         raise HubError(f"{folder} has no {CARD_FILE}: rebuild it with `zoo build OUT` first")
-    api = hf_api(resolve_token(token))
+    api = hf_api(token if dry_run else resolve_token(token))
     branch = revision or "main"
     resume = (
         f"What was committed stays on the Hub; run the same `zoo push {path} --repo-id {repo_id}`"
         " again to upload the rest (files the Hub holds are skipped)."
     )
-    with hub_errors(repo_id, "push to", resume):
+    with hub_errors(repo_id, "push to", resume, token=token):
         files = local_files(folder, repo_id, progress)
         remote = _prepare_repo(api, repo_id, branch, private, dry_run)
+        visible = remote is not None
+        remote = remote or {}
         check_remote_layout(api, repo_id, branch, remote, files)
         plan = plan_push({p: f[0] for p, f in files.items()}, remote)
         sizes = {p: f[0].size for p, f in files.items()}
-        commits, new_tag = [], None
+        commits, new_tag, sent = [], None, []
         if not dry_run:
-            commits = _push_commits(api, repo_id, branch, plan, files, message, progress)
+            commits, sent = _push_commits(api, repo_id, branch, plan, files, message, progress)
         if not dry_run and (commits or tag):
             new_tag = tag or _next_tag(api, repo_id)
             head = commits[-1] if commits else branch
@@ -296,28 +308,47 @@ def push(
             )
     url = f"{api.endpoint}/datasets/{repo_id}" + (f"/tree/{branch}" if revision else "")
     upload_bytes = sum(sizes[p] for p in plan.upload)
-    return PushResult(repo_id, branch, url, plan, tuple(commits), new_tag, upload_bytes)
+    sent_bytes = sum(sizes[p] for p in sent)
+    return PushResult(
+        repo_id,
+        branch,
+        url,
+        plan,
+        tuple(commits),
+        new_tag,
+        upload_bytes,
+        tuple(sent),
+        sent_bytes,
+        visible,
+    )
 
 
-def _prepare_repo(api, repo_id, branch, private, dry_run) -> dict[str, FileState]:
-    """Create the repo and the branch if needed; the branch's files (empty when new)."""
+def _prepare_repo(api, repo_id, branch, private, dry_run) -> dict[str, FileState] | None:
+    """Create the repo and the branch if needed; the branch's files (empty when new; ``None``
+    in a dry run where the repo does not exist or is private to another token)."""
     if dry_run:
         try:
             return remote_files(api, repo_id, branch)
         except RevisionNotFoundError:  # a new branch starts from main
             return remote_files(api, repo_id, "main")
         except RepositoryNotFoundError:
-            return {}
+            return None
+        except HfHubHTTPError as err:  # 401 without a token: private or missing
+            anonymous = not (api.token or huggingface_hub.get_token())
+            if err.response is not None and err.response.status_code == 401 and anonymous:
+                return None
+            raise
     retry(api.create_repo, repo_id, repo_type=REPO_TYPE, private=private, exist_ok=True)
     if branch != "main":
         retry(api.create_branch, repo_id, branch=branch, repo_type=REPO_TYPE, exist_ok=True)
     return remote_files(api, repo_id, branch)
 
 
-def _push_commits(api, repo_id, branch, plan, files, message, progress) -> list[str]:
+def _push_commits(api, repo_id, branch, plan, files, message, progress):
+    """Commit the plan in chunks; returns the commit ids and the paths whose bytes were sent."""
     sizes = {p: f[0].size for p, f in files.items()}
     chunks = commit_chunks(plan, sizes)
-    commits = []
+    commits, sent = [], []
     for i, chunk in enumerate(chunks):
         last = i == len(chunks) - 1
         deletes = plan.delete if last else ()
@@ -326,7 +357,38 @@ def _push_commits(api, repo_id, branch, plan, files, message, progress) -> list[
         )
         if len(chunks) > 1:
             text += f" (part {i + 1}/{len(chunks)})"
+        missing = _missing_contents(api, repo_id, branch, [files[p][0] for p in chunk])
         commits.append(_commit(api, repo_id, branch, chunk, deletes, files, text))
+        sent += [p for p in chunk if missing is None or files[p][0].sha256 in missing]
         if progress:
             progress("commit", i + 1, len(chunks))
-    return commits
+    return commits, sent
+
+
+def _missing_contents(api, repo_id: str, branch: str, states: list[FileState]) -> set | None:
+    """sha256 of the contents the Hub's LFS store lacks (asked before a commit: what it holds,
+    the commit does not send again); ``None`` where the store cannot say (count all as sent).
+    Plain files are never in the LFS store, so they always count as sent."""
+    from huggingface_hub.lfs import UploadInfo, post_lfs_batch_info
+
+    missing = set()
+    for start in range(0, len(states), LFS_BATCH):
+        infos = [
+            UploadInfo(sha256=bytes.fromhex(s.sha256), size=s.size, sample=b"")
+            for s in states[start : start + LFS_BATCH]
+        ]
+        try:
+            actions, errors, _ = retry(
+                post_lfs_batch_info,
+                infos,
+                token=api.token,
+                repo_type=REPO_TYPE,
+                repo_id=repo_id,
+                revision=quote(branch, safe=""),
+                endpoint=api.endpoint,
+            )
+        except (HfHubHTTPError, ValueError):  # only the count is at stake; the commit says more
+            return None
+        missing |= {a["oid"] for a in actions if a.get("actions")}
+        missing |= {e["oid"] for e in errors}
+    return missing

@@ -196,6 +196,12 @@ def build_model(
     """
     if cfg.get("arch") not in ARCHITECTURES:
         raise ModelError(f"model.arch {cfg.get('arch')!r} is not one of {sorted(ARCHITECTURES)}")
+    if cfg.get("activation") not in ACTIVATIONS:
+        raise ModelError(
+            f"model.activation {cfg.get('activation')!r} is not one of {sorted(ACTIVATIONS)} (a "
+            "config whose rows differ in it has none in layout.json: take the row's "
+            "model__activation)"
+        )
     module, spec = ARCHITECTURES[cfg["arch"]](cfg, tuple(input_shape), int(n_classes))
     state = module.state_dict()
     # dropout adds no parameters and is the identity at evaluation: runs that differ only in
@@ -233,18 +239,28 @@ def layout_name(layout: Layout) -> str:
     return m["arch"]
 
 
-def to_module(weights, layout: Layout) -> nn.Sequential:
+def to_module(weights, layout: Layout, activation: str | None = None) -> nn.Sequential:
     """Rebuild a working ``nn.Module`` from a flat weight vector (or a dataset row).
 
     Args:
         weights: a ``(P,)`` tensor/array/list, or a row dict with a ``weights`` entry.
         layout: the config's :class:`Layout` (``zoo.load_layout``).
+        activation: the network's activation where the config's rows differ in it (the layout
+            then has none); a row gives its own (``model__activation``).
     Returns:
         the module in eval mode, its parameters set from ``weights``.
     """
     if isinstance(weights, dict):
+        activation = activation or weights.get("model__activation")
         weights = weights["weights"]
+    activation = layout.model.get("activation") or activation
+    if activation is None:
+        raise ModelError(
+            "this config's rows differ in their activation (layout.json has none): pass a row "
+            "(it has model__activation) or to_module(weights, layout, activation=...)"
+        )
     flat = torch.as_tensor(weights, dtype=torch.float32).reshape(-1)
-    module = build_model_from_layout(layout)
+    model = {**layout.model, "activation": activation}
+    module = build_model_from_layout(Layout(layout.names, layout.shapes, model, layout.perm_spec))
     module.load_state_dict(unflatten(flat, layout))
     return module.eval()

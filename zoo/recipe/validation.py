@@ -185,6 +185,9 @@ def consistency_problems(data: dict) -> list[str]:
     splits = (data.get("output") or {}).get("splits")
     if splits is not None and abs(sum(splits.values()) - 1.0) > 1e-6:
         out.append(f"output.splits: fractions {splits} sum to {sum(splits.values())}, not 1")
+    split_by = (data.get("output") or {}).get("split_by", "run")
+    if "." in split_by:
+        out += _key_problems(split_by, "output.split_by")
     return out
 
 

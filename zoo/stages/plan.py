@@ -18,7 +18,7 @@ from torch import nn
 
 from zoo.errors import ModelError, TrainingError
 from zoo.naming import batch_id as make_batch_id
-from zoo.naming import canonical_json
+from zoo.naming import canonical_json, checkpoint_id, step_checkpoint_id
 from zoo.nn.architectures import build_model
 from zoo.recipe import Recipe, RunConfig, expand_recipe, per_model_keys
 from zoo.tasks import Task, load_task
@@ -39,17 +39,36 @@ PER_MODEL_KEYS = ("lr", "weight_decay", "momentum", "betas", "eps")
 
 @dataclass(frozen=True)
 class PopulationBatch:
-    """Runs trained together as one task; its id depends on its runs only."""
+    """Runs trained together as one task, and which of their checkpoints to save.
+
+    Attributes:
+        batch_id: a hash of the run ids (and of ``save`` when it is set): independent of the
+            cluster, so the same plan gives the same batches anywhere.
+        runs: the runs, trained from their initialization.
+        save: the checkpoint ids to write, where the store already holds the others (a grown
+            recipe: new checkpoint epochs); ``None``: every checkpoint of every run.
+    """
 
     batch_id: str
     runs: tuple[RunConfig, ...]
+    save: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict:
-        return {"batch_id": self.batch_id, "runs": [r.to_dict() for r in self.runs]}
+        runs = [r.to_dict() for r in self.runs]
+        return {"batch_id": self.batch_id, "runs": runs, "save": self.save}
 
     @classmethod
     def from_dict(cls, d: dict) -> PopulationBatch:
-        return cls(d["batch_id"], tuple(RunConfig.from_dict(r) for r in d["runs"]))
+        save = d.get("save")
+        runs = tuple(RunConfig.from_dict(r) for r in d["runs"])
+        return cls(d["batch_id"], runs, None if save is None else tuple(save))
+
+    @classmethod
+    def of(cls, runs: tuple[RunConfig, ...], save: tuple[str, ...] | None = None):
+        """The batch of ``runs`` saving ``save``, with its id."""
+        ids = [r.run_id for r in runs]
+        ident = make_batch_id(ids) if save is None else make_batch_id([*ids, *sorted(save)])
+        return cls(ident, runs, save)
 
 
 def population_key(run: RunConfig) -> str:
@@ -71,23 +90,28 @@ def plan_batches(
     max_bytes: int | None = None,
     chunk_size: int | None = None,
     eval_batch_size: int = 1024,
+    stored: set[str] | frozenset[str] = frozenset(),
 ) -> list[PopulationBatch]:
-    """Group runs into population batches, in recipe order.
+    """Group the runs that still need training into population batches, in recipe order.
 
     Runs that can share a population (:func:`population_key`) are cut into batches of at most
     ``population_size`` runs, and fewer where :func:`memory_model` says that many would not fit
     in ``max_bytes``. The grouping depends on the runs and these recipe settings only, never on
     the cluster, so a zoo is the same whatever runs it. (Where the memory model cannot be built,
-    because the model does not fit the task or the task's data cannot be read here, the group
-    keeps ``population_size``; plan where the data is, as the workers will.)
+    because the model does not fit the task, the group keeps ``population_size``: its batch
+    reports the error when it runs.) Done-ness is per run and checkpoint: a run whose checkpoints
+    are all ``stored`` is left out, and a run missing some is trained again, saving only those
+    (the store keeps no optimizer state to resume from; a run retrained on the same machine
+    reproduces its stored checkpoints bit for bit, as tests/test_growth.py checks).
 
     Args:
         runs: the recipe's runs (``expand_recipe``).
         population_size: most runs per batch.
         max_bytes: memory budget of one batch on its device (``None``: no memory limit).
         chunk_size, eval_batch_size: the recipe's execution settings the memory model needs.
+        stored: checkpoint ids the store holds (:meth:`Manifest.stored_checkpoints`).
     Returns:
-        the batches; a batch's id is a hash of its run ids.
+        the batches; a batch's id is a hash of its run ids (and of what it saves).
     """
     groups: dict[str, list[RunConfig]] = {}
     keys: dict[str, str] = {}  # runs of one grid cell share a key: hash it once per cell
@@ -96,6 +120,9 @@ def plan_batches(
         groups.setdefault(key, []).append(run)
     batches = []
     for members in groups.values():
+        members, missing, whole = _unfinished(members, stored)
+        if not members:
+            continue
         size = population_size
         if max_bytes is not None:
             try:
@@ -107,8 +134,30 @@ def plan_batches(
                 pass  # it runs, and the other batches still train
         for i in range(0, len(members), size):
             chunk = tuple(members[i : i + size])
-            batches.append(PopulationBatch(make_batch_id([r.run_id for r in chunk]), chunk))
+            if all(len(missing[r.run_id]) == whole for r in chunk):
+                batches.append(PopulationBatch.of(chunk))
+            else:
+                save = tuple(c for r in chunk for c in missing[r.run_id])
+                batches.append(PopulationBatch.of(chunk, save))
     return batches
+
+
+def checkpoint_ids(run: RunConfig, n_train: int | None = None) -> list[str]:
+    """Every checkpoint id a run saves: its epochs, then its mid-epoch steps (those that do not
+    end a saved epoch; ``n_train``, the training set's size, places them)."""
+    ids = [checkpoint_id(run.run_id, e) for e in run.checkpoints]
+    if run.checkpoint_steps:
+        ids += [step_checkpoint_id(run.run_id, s) for s in sorted(step_schedule(run, n_train))]
+    return ids
+
+
+def _unfinished(runs: list[RunConfig], stored) -> tuple[list[RunConfig], dict[str, list[str]], int]:
+    """The runs with checkpoints the store lacks, those checkpoints' ids by run, and how many
+    checkpoints a run has (the runs of one population share their schedule)."""
+    n_train = len(load_task(runs[0].task).x_train) if runs[0].checkpoint_steps else None
+    ids = {r.run_id: checkpoint_ids(r, n_train) for r in runs}
+    missing = {run: [c for c in cks if c not in stored] for run, cks in ids.items()}
+    return [r for r in runs if missing[r.run_id]], missing, len(ids[runs[0].run_id])
 
 
 @dataclass(frozen=True)
@@ -318,8 +367,9 @@ def forward_flops(run: RunConfig) -> int:
     return total
 
 
-def plan(recipe: Recipe) -> Plan:
-    """Expand a recipe into runs and population batches (no training)."""
+def plan(recipe: Recipe, stored: set[str] | frozenset[str] = frozenset()) -> Plan:
+    """Expand a recipe into runs and the population batches of what ``stored`` (checkpoint ids
+    the store holds) lacks; no training."""
     runs = expand_recipe(recipe)
     ex = recipe.execution
     batches = plan_batches(
@@ -328,6 +378,7 @@ def plan(recipe: Recipe) -> Plan:
         max_bytes=ex["batch_memory_mb"] * 2**20,
         chunk_size=ex["chunk_size"],
         eval_batch_size=ex["eval_batch_size"],
+        stored=stored,
     )
     for batch in batches:  # mid-epoch steps past the end of training fail here, not on a worker
         if batch.runs[0].checkpoint_steps:

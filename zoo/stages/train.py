@@ -66,6 +66,7 @@ class TrainResult:
     rows: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     metrics: tuple[str, ...] = ("loss", "acc")  # the objective's, reported per split
+    task_source: str = ""  # where the task's data came from (Task.source), for the card
     columns: tuple[tuple[str, pa.DataType], ...] = ()  # signal columns (image_index, label, …)
 
 
@@ -151,7 +152,11 @@ class PopulationTrainer:
         self.active = torch.ones(len(self.runs), dtype=torch.bool, device=self.device)
         self.diverged_at: list[int | None] = [None] * len(self.runs)
         self.step_count = 0
-        self.step_checkpoints = step_schedule(first, len(self.x_train))
+        # what to save: every checkpoint, or (a grown recipe) those the store lacks
+        self.save = None if batch.save is None else set(batch.save)
+        self.epochs_to_save = self._to_save(first.checkpoints, checkpoint_id)
+        steps = step_schedule(first, len(self.x_train))
+        self.step_checkpoints = self._to_save(steps, step_checkpoint_id)
         # each model's dropout masks come from its own stream, at its own rate (None: no layers)
         self.dropout = (
             [
@@ -161,6 +166,12 @@ class PopulationTrainer:
             if "dropout" in first.model
             else None
         )
+
+    def _to_save(self, points, ident) -> set[int]:
+        """The epochs (or steps) at which some model has a checkpoint to save."""
+        if self.save is None:
+            return set(points)
+        return {p for p in points if any(ident(r.run_id, p) in self.save for r in self.runs)}
 
     @property
     def params(self) -> dict[str, torch.Tensor]:
@@ -238,6 +249,8 @@ class PopulationTrainer:
             finite = bool(torch.isfinite(flat[i]).all())
             if not finite and self.diverged_at[i] is None:
                 self.diverged_at[i], self.active[i] = epoch, False
+            if self.save is not None and ckpt not in self.save:
+                continue  # the store holds it already
             result.weights[ckpt] = flat[i].cpu().clone()  # the store casts to float32
             result.rows.append(
                 {
@@ -259,16 +272,22 @@ class PopulationTrainer:
             )
 
     def run(self, on_epoch: Callable[[int, int], None] | None = None) -> TrainResult:
-        """Train to the last checkpoint epoch, snapshotting at each checkpoint epoch."""
+        """Train to the last epoch with a checkpoint to save, snapshotting at each such epoch
+        (and at the mid-epoch steps to save)."""
         start = time.perf_counter()
         result = TrainResult(
-            self.layout, metrics=self.objective.metrics, columns=column_types(self.columns[0])
+            self.layout,
+            metrics=self.objective.metrics,
+            task_source=self.task.source,
+            columns=column_types(self.columns[0]),
         )
         epochs = self.runs[0].train["epochs"]
-        wanted = set(self.runs[0].checkpoints)
+        wanted = self.epochs_to_save
+        per_epoch = steps_per_epoch(len(self.x_train), self.runs[0].train["batch_size"])
+        last = max([*wanted, *(-(-s // per_epoch) for s in self.step_checkpoints)], default=0)
         if 0 in wanted:
             self.snapshot(0, result)
-        for epoch in range(1, max(wanted) + 1 if wanted else epochs + 1):
+        for epoch in range(1, last + 1):
             self.train_epoch(epoch, result)
             if epoch in wanted:
                 self.snapshot(epoch, result)
@@ -303,9 +322,12 @@ def column_types(columns: dict) -> tuple[tuple[str, pa.DataType], ...]:
     return tuple((k, kinds.get(type(v), pa.string())) for k, v in columns.items())
 
 
-def train_population(batch: PopulationBatch, **options) -> TrainResult:
-    """Train a population batch; ``options`` go to :class:`PopulationTrainer`."""
-    return PopulationTrainer(batch, **options).run()
+def train_population(
+    batch: PopulationBatch, on_epoch: Callable[[int, int], None] | None = None, **options
+) -> TrainResult:
+    """Train a population batch; ``options`` go to :class:`PopulationTrainer`, ``on_epoch`` to
+    its ``run`` (e.g. a stop check)."""
+    return PopulationTrainer(batch, **options).run(on_epoch)
 
 
 # --- the reference --------------------------------------------------------------------------
@@ -419,7 +441,11 @@ def write_train_shards(out_dir, batch: PopulationBatch, result: TrainResult) -> 
     }
     weights = write_tensor_shard(out_dir, "train", batch.batch_id, tensors, meta, run_ids, ckpts)
     table = result_table(batch, result)
-    table_meta = {"train_seconds": result.seconds, "layout_sha256": result.layout.sha256}
+    table_meta = {
+        "train_seconds": result.seconds,
+        "layout_sha256": result.layout.sha256,
+        "task_source": result.task_source,
+    }
     metrics = write_table_shard(
         out_dir, "train", batch.batch_id, table, run_ids, ckpts, metadata=table_meta
     )
@@ -430,11 +456,14 @@ def train_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
     """The stage's task: train a population batch, write its shards, return their receipts.
 
     A top-level function of plain data, so it runs the same in this process or on any worker;
-    :func:`zoo.dist.run.execute` calls it with ``options["device"]`` resolved for the worker.
+    :func:`zoo.dist.run.execute` calls it with ``options["device"]`` resolved for the worker
+    and ``options["check_stop"]``, called after each epoch (it raises to stop the batch).
     """
     pop = PopulationBatch.from_dict(batch)
+    check = options.get("check_stop")
     result = train_population(
         pop,
+        on_epoch=(lambda epoch, epochs: check()) if check else None,
         device=options["device"],
         chunk_size=options["chunk_size"],
         eval_batch_size=options["eval_batch_size"],

@@ -115,6 +115,43 @@ def _put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     fs.mv(tmp, path)
 
 
+def filesystem(location: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
+    """``(filesystem, path in it)`` for any location: fsspec's local filesystem for a local
+    path, the URL's for a remote one. Sizes, listings and removals go through it alike."""
+    remote = remote_fs(location)
+    if remote is not None:
+        return remote
+    return fsspec.filesystem("file"), os.path.abspath(store_location(location))
+
+
+def open_file(location: str | os.PathLike):
+    """A binary file object to read, local or remote (a context manager)."""
+    fs, path = filesystem(location)
+    return fs.open(path, "rb")
+
+
+def file_size(location: str | os.PathLike) -> int | None:
+    """Bytes of a file, ``None`` if it is not there."""
+    fs, path = filesystem(location)
+    return fs.size(path) if fs.isfile(path) else None
+
+
+def list_files(location: str | os.PathLike) -> list[str]:
+    """Every file under a folder, as paths relative to it (``[]`` if there is none), sorted."""
+    fs, root = filesystem(location)
+    if not fs.isdir(root):
+        return []
+    root = root.rstrip("/")
+    return sorted(p[len(root) :].lstrip("/") for p in fs.find(root))
+
+
+def remove(location: str | os.PathLike) -> None:
+    """Delete a file or a folder tree if it is there."""
+    fs, path = filesystem(location)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def read_bytes(location: str | os.PathLike) -> bytes:
     """The bytes of a file on local disk or in a remote store (``FileNotFoundError`` if absent)."""
     remote = remote_fs(location)

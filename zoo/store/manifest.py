@@ -275,6 +275,19 @@ class Manifest:
         """
         return self._by_ext(stage, exts, lambda r: r.run_ids)
 
+    def stored_checkpoints(self, stage: str, exts: tuple[str, ...] = SHARD_EXTS) -> set[str]:
+        """Checkpoint ids recorded for ``stage`` in a shard of every extension in ``exts``: what
+        the store holds (planning trains only the rest).
+
+        Args:
+            stage: pipeline stage.
+            exts: the shard kinds a finished checkpoint of that stage has.
+
+        Returns:
+            The checkpoint ids.
+        """
+        return self._by_ext(stage, exts, lambda r: r.checkpoint_ids)
+
     def done_batch_ids(self, stage: str, exts: tuple[str, ...] = SHARD_EXTS) -> set[str]:
         """Batch ids recorded for ``stage`` in a shard of every extension in ``exts``.
 

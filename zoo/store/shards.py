@@ -45,25 +45,53 @@ def _check_name(what: str, value: str) -> None:
         )
 
 
-def _record(
-    out_dir: Path, rel: str, stage: str, batch: str, run_ids, checkpoint_ids, rows: int, data: bytes
+def write_file(
+    out_dir: str | os.PathLike,
+    rel: str,
+    stage: str,
+    batch: str,
+    run_ids,
+    checkpoint_ids,
+    data: bytes,
 ) -> ShardRecord:
-    """Write ``data`` atomically at ``out_dir/rel`` and return its receipt."""
-    atomic_write_bytes(out_dir / rel, data)
+    """Write ``data`` atomically at ``out_dir/rel`` and return its receipt (one row per
+    checkpoint id)."""
+    checkpoint_ids = tuple(str(c) for c in checkpoint_ids)
+    atomic_write_bytes(Path(out_dir) / rel, data)
     return ShardRecord(
         path=rel,
         stage=stage,
         batch_id=batch,
         # A run appears once even if the caller passed one run id per checkpoint.
         run_ids=tuple(dict.fromkeys(str(r) for r in run_ids)),
-        checkpoint_ids=tuple(str(c) for c in checkpoint_ids),
-        rows=rows,
+        checkpoint_ids=checkpoint_ids,
+        rows=len(checkpoint_ids),
         bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         zoo_version=__version__,
         schema_version=SCHEMA_VERSION,
         created=_now(),
     )
+
+
+def read_verified(out_dir: str | os.PathLike, record: ShardRecord | dict) -> bytes:
+    """A shard's bytes, checked against its receipt's size and sha256 in the same pass: what
+    the build and the landscape publish from is never a damaged shard.
+
+    Raises:
+        StoreError: naming the file and ``zoo verify --repair`` as the way out.
+    """
+    rec = record if isinstance(record, ShardRecord) else ShardRecord.from_dict(record)
+    full = _existing(out_dir, rec.path)
+    data = read_bytes(full)
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != rec.bytes or digest != rec.sha256:
+        raise StoreError(
+            f"{full}: the shard does not match the manifest ({len(data)} bytes, sha256 "
+            f"{digest[:12]}…; recorded {rec.bytes} bytes, {rec.sha256[:12]}…): it is damaged. "
+            f"Run `zoo verify {out_dir} --repair` to forget it, then `zoo run` to recompute it"
+        )
+    return data
 
 
 def _existing(out_dir: str | os.PathLike, path: str) -> Path:
@@ -131,7 +159,7 @@ def write_tensor_shard(
     meta = {**metadata, "zoo_version": __version__, "schema_version": str(SCHEMA_VERSION)}
     data = save_safetensors_bytes(_prepare_tensors(tensors), metadata=meta)
     ckpts = tuple(checkpoint_ids)
-    return _record(Path(out_dir), rel, stage, batch_id, run_ids, ckpts, len(ckpts), data)
+    return write_file(out_dir, rel, stage, batch_id, run_ids, ckpts, data)
 
 
 def read_tensor_shard(
@@ -161,6 +189,43 @@ def read_tensor_shard(
             f"{full}: cannot read the safetensors shard ({e}); {VERIFY_HINT}, then {RECOMPUTE_HINT}"
         ) from e
     return tensors, metadata
+
+
+def read_tensor_metadata(out_dir: str | os.PathLike, path: str) -> dict[str, str]:
+    """The string metadata of a safetensors shard (the layout, the batch id…), from its header
+    alone."""
+    full = _existing(out_dir, path)
+    try:
+        if is_remote(full):
+            fs, where = remote_fs(full)
+            with fs.open(where, "rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                return dict(json.loads(f.read(size)).get("__metadata__") or {})
+        with safe_open(store_location(full), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        raise StoreError(
+            f"{full}: cannot read the safetensors header ({e}); {VERIFY_HINT}, "
+            f"then {RECOMPUTE_HINT}"
+        ) from e
+
+
+def read_tensors(
+    out_dir: str | os.PathLike, path: str, names: list[str]
+) -> dict[str, torch.Tensor]:
+    """Some tensors of a safetensors shard: on local disk only those are read (memory-mapped);
+    from a remote store the shard is fetched whole."""
+    full = _existing(out_dir, path)
+    try:
+        if is_remote(full):
+            tensors = load_safetensors_bytes(read_bytes(full))
+            return {name: tensors[name] for name in names}
+        with safe_open(store_location(full), framework="pt") as f:
+            return {name: f.get_tensor(name) for name in names}
+    except Exception as e:
+        raise StoreError(
+            f"{full}: cannot read tensors of the shard ({e}); {VERIFY_HINT}, then {RECOMPUTE_HINT}"
+        ) from e
 
 
 # --------------------------------------------------------------------------- table shards
@@ -213,9 +278,7 @@ def write_table_shard(
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     data = sink.getvalue().to_pybytes()
-    return _record(
-        Path(out_dir), rel, stage, batch_id, run_ids, checkpoint_ids, table.num_rows, data
-    )
+    return write_file(out_dir, rel, stage, batch_id, run_ids, checkpoint_ids, data)
 
 
 def read_table_shard(out_dir: str | os.PathLike, path: str) -> pa.Table:

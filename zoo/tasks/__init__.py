@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from zoo.errors import TaskError
 from zoo.naming import canonical_json
+from zoo.tasks import digits, hf, idx, modular, signals, teacher_student
 from zoo.tasks.base import Signal, Task, make_task
 from zoo.tasks.digits import load_digits_task
 from zoo.tasks.hf import load_hf
@@ -29,7 +30,15 @@ from zoo.tasks.modular import load_modular
 from zoo.tasks.signals import load_inr_image, load_inr_sinusoid
 from zoo.tasks.teacher_student import load_teacher_student
 
-__all__ = ["TASKS", "Signal", "Task", "clear_task_cache", "load_task", "make_task"]
+__all__ = [
+    "TASKS",
+    "Signal",
+    "Task",
+    "clear_task_cache",
+    "describe_task",
+    "load_task",
+    "make_task",
+]
 
 _CACHE_SIZE = 8
 _CACHE_LOCK = threading.Lock()
@@ -83,3 +92,20 @@ def load_task(cfg: dict) -> Task:
 def clear_task_cache() -> None:
     """Forget every cached Task (e.g. in tests, or to free memory after a population)."""
     _load_cached.cache_clear()
+
+
+DESCRIPTIONS: dict[str, Callable[[dict], str]] = {
+    "digits": digits.describe,
+    "fashion_mnist": idx.describe,
+    "teacher_student": teacher_student.describe,
+    "modular": modular.describe,
+    "hf": hf.describe,
+    "inr_image": signals.describe_image,
+    "inr_sinusoid": signals.describe_sinusoid,
+}
+
+
+def describe_task(cfg: dict) -> str:
+    """How a task config's data is made, in words a consumer can reimplement: preprocessing,
+    how the test set and the training subset are drawn (the card's "Data" section)."""
+    return DESCRIPTIONS[cfg["name"]](cfg)

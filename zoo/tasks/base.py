@@ -58,6 +58,8 @@ class Task:
         n_classes: number of classes.
         objective: the :data:`zoo.nn.objectives.OBJECTIVES` entry models of this task are
             trained and evaluated with.
+        source: where the data came from, in words a card can quote (e.g. ``idx files in
+            /usr/share/datasets/fashion-mnist``); empty where the task name says it.
         signal: for signal tasks (``objective="regression"``: ``y`` float32 ``(N, C)``, one
             signal per run, ``n_classes`` = C output channels), what the run fits; else None.
     """
@@ -69,6 +71,7 @@ class Task:
     y_test: torch.Tensor
     n_classes: int
     objective: str = "classification"
+    source: str = ""
     signal: Signal | None = None
 
     def __post_init__(self) -> None:
@@ -134,6 +137,7 @@ def make_task(
     x_test: np.ndarray,
     y_test: np.ndarray,
     n_classes: int,
+    source: str = "",
 ) -> Task:
     """Build a :class:`Task` from numpy arrays (float32 x, integer y), copying only if needed.
 
@@ -141,6 +145,7 @@ def make_task(
         name: the task's registry name.
         x_train, y_train, x_test, y_test: the splits; x is cast to contiguous float32, y to int64.
         n_classes: number of classes.
+        source: where the data came from (:attr:`Task.source`).
 
     Returns:
         The validated Task.
@@ -156,6 +161,7 @@ def make_task(
         x_test=tensor(x_test, np.float32),
         y_test=tensor(y_test, np.int64),
         n_classes=int(n_classes),
+        source=source,
     )
 
 

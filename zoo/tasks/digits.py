@@ -41,3 +41,23 @@ def load_digits_task(cfg: dict) -> Task:
         x[train], y[train], n_train, split_seed, where=f"{where}: task.n_train"
     )
     return make_task("digits", x_train, y_train, x[test], y[test], n_classes=10)
+
+
+def describe(cfg: dict) -> str:
+    """The data pipeline in words a consumer can reimplement (the dataset card quotes it)."""
+    n_train = cfg.get("n_train")
+    subset = (
+        f" The training set is then cut to {n_train} rows: those at `sorted(rng.permutation("
+        "len(train))[:n_train])`, `rng = numpy.random.default_rng(numpy.random.SeedSequence("
+        "[split_seed, 2]))`, in their order."
+        if n_train
+        else ""
+    )
+    return (
+        "scikit-learn's bundled 8×8 digits (`sklearn.datasets.load_digits()`: 1,797 images, 10 "
+        "classes): pixels divided by 16 into [0, 1], shape (1, 8, 8), float32. Test set: `perm = "
+        "numpy.random.default_rng(numpy.random.SeedSequence([split_seed, 1])).permutation(1797)`; "
+        f"the first `round(test_fraction × 1797)` = {round(cfg.get('test_fraction', 0.2) * 1797)} "
+        "indices of `perm` are the test set, the rest (in `perm`'s order) the training set."
+        + subset
+    )

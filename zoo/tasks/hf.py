@@ -175,4 +175,21 @@ def load_hf(cfg: dict) -> Task:
     for s, ds in splits.items():
         rows = _hf_rows(cfg, s, len(ds))
         out += [_hf_inputs(ds, columns["image_column"], rows), labels[s][rows]]
-    return make_task("hf", *out, n_classes=n_classes)
+    config = f" (config {cfg['config']})" if cfg.get("config") else ""
+    return make_task(
+        "hf", *out, n_classes=n_classes, source=f"the Hugging Face dataset {cfg['path']}{config}"
+    )
+
+
+def describe(cfg: dict) -> str:
+    """The data pipeline in words a consumer can reimplement (the dataset card quotes it)."""
+    return (
+        f"`datasets.load_dataset({cfg.get('path')!r}, {cfg.get('config')!r})`, splits "
+        f"{cfg.get('train_split', 'train')!r} (training) and {cfg.get('test_split', 'test')!r} "
+        f"(test), input column {cfg.get('image_column', 'image')!r} and label column "
+        f"{cfg.get('label_column', 'label')!r}: 8-bit values divided by 255, other numbers kept, "
+        "images as (C, H, W). A subset `n_train` / `n_test` keeps the rows at `sorted("
+        "rng.permutation(N)[:n])`, `rng = numpy.random.default_rng(numpy.random.SeedSequence("
+        f"[split_seed, {streams.SUBSET_TRAIN}]))` (training) or stream {streams.SUBSET_TEST} "
+        "(test)."
+    )

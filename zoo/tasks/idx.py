@@ -1,6 +1,9 @@
 """idx files (the MNIST format): Fashion-MNIST, MNIST, or any folder of such files.
 
 The default folder is Debian's ``dataset-fashion-mnist`` package; ``task.path`` names any other.
+Where the default folder does not exist (macOS, pip-only installs, clusters without root), the
+same Fashion-MNIST arrays are read from the Hugging Face Hub, checked byte for byte against the
+idx files (:mod:`zoo.tasks.mirror`); the local folder always comes first.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import numpy as np
 from zoo import streams
 from zoo.errors import TaskError
 from zoo.tasks.base import Task, config_int, make_task, subset
+from zoo.tasks.mirror import FASHION_MNIST, load_hub_copy
 
-FASHION_MNIST_PATH = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_PATH = "/usr/share/datasets/fashion-mnist"  # the recipes' default task.path
+# Where this machine looks for the default path's files (a test points it at an empty folder).
+LOCAL_DEFAULT = Path(FASHION_MNIST_PATH)
 FASHION_MNIST_HINT = (
     "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) "
     "or set task.path to a folder of idx files"
@@ -145,19 +151,16 @@ def load_fashion_mnist(cfg: dict) -> Task:
             ``split_seed`` (0).
 
     Returns:
-        A Task with x ``(N, 1, 28, 28)`` in [0, 1]; n_classes = max label + 1 over both splits.
+        A Task with x ``(N, 1, 28, 28)`` in [0, 1]; n_classes = max label + 1 over both splits;
+        ``source`` says where the arrays came from. With the default path and no such folder,
+        the arrays come from the Hub copy (:data:`zoo.tasks.mirror.FASHION_MNIST`), equal to
+        the idx files' byte for byte; a ``task.path`` of your own must exist.
     """
     where = cfg.get("name", "fashion_mnist")
-    folder = Path(cfg.get("path") or FASHION_MNIST_PATH)
     split_seed = config_int(cfg, "split_seed", 0, where)
     n_train = config_int(cfg, "n_train", None, where, minimum=1)
     n_test = config_int(cfg, "n_test", None, where, minimum=1)
-    files = find_idx_files(folder, where)
-    arrays = {key: read_idx(path) for key, path in files.items()}
-    for split in ("train", "test"):
-        _idx_split(
-            arrays[f"x_{split}"], arrays[f"y_{split}"], [files[f"x_{split}"], files[f"y_{split}"]]
-        )
+    arrays, source = _fashion_arrays(cfg.get("path") or FASHION_MNIST_PATH, where)
     # n_classes from the full label sets, so a small subset missing a class does not shrink it.
     n_classes = int(max(arrays["y_train"].max(), arrays["y_test"].max())) + 1
     # Subset the uint8 arrays before converting: 4x less memory than subsetting floats.
@@ -172,4 +175,48 @@ def load_fashion_mnist(cfg: dict) -> Task:
         stream=streams.SUBSET_TEST,
         where=f"{where}: task.n_test",
     )
-    return make_task(where, _idx_pixels(x_train), y_train, _idx_pixels(x_test), y_test, n_classes)
+    return make_task(
+        where,
+        _idx_pixels(x_train),
+        y_train,
+        _idx_pixels(x_test),
+        y_test,
+        n_classes,
+        source=source,
+    )
+
+
+def _fashion_arrays(path: str, where: str) -> tuple[dict[str, np.ndarray], str]:
+    """The four uint8 arrays and where they came from: the idx folder ``path``; for the default
+    path without a local folder, the Hub copy."""
+    default = path == FASHION_MNIST_PATH
+    folder = LOCAL_DEFAULT if default else Path(path)
+    if default and not folder.is_dir():
+        hint = f"no folder {folder}: {FASHION_MNIST_HINT}"
+        return load_hub_copy(FASHION_MNIST, where, hint), (
+            f"{FASHION_MNIST.describe()} (no local {folder}; its arrays equal the idx files' "
+            "by sha256)"
+        )
+    files = find_idx_files(folder, where)
+    arrays = {key: read_idx(path) for key, path in files.items()}
+    for split in ("train", "test"):
+        _idx_split(
+            arrays[f"x_{split}"], arrays[f"y_{split}"], [files[f"x_{split}"], files[f"y_{split}"]]
+        )
+    return arrays, f"idx files in {folder}"
+
+
+def describe(cfg: dict) -> str:
+    """The data pipeline in words a consumer can reimplement (the dataset card quotes it)."""
+    subsets = [
+        f"`n_{split}` = {cfg[f'n_{split}']} rows of the {split} images, those at "
+        f"`sorted(rng.permutation(N)[:n])` with `rng = numpy.random.default_rng("
+        f"numpy.random.SeedSequence([split_seed, {stream}]))`, in their order"
+        for split, stream in (("train", streams.SUBSET_TRAIN), ("test", streams.SUBSET_TEST))
+        if cfg.get(f"n_{split}")
+    ]
+    return (
+        "Fashion-MNIST in its idx files (60,000 training and 10,000 test images, 28×28, 10 "
+        "classes; the order of the files): pixels divided by 255 into [0, 1], shape (1, 28, 28), "
+        "float32. " + ("Subsets: " + "; ".join(subsets) + "." if subsets else "All images.")
+    )

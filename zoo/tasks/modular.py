@@ -64,3 +64,13 @@ def load_modular(cfg: dict) -> Task:
     perm = numpy_rng(seed, streams.SPLIT).permutation(len(x))
     train, test = np.sort(perm[:n_train]), np.sort(perm[n_train:])
     return make_task(where, x[train], y[train], x[test], y[test], n_classes=p)
+
+
+def describe(cfg: dict) -> str:
+    """The data pipeline in words a consumer can reimplement (the dataset card quotes it)."""
+    return (
+        "Generated (modular): every pair (a, b) of Z_p², a-major (b ≠ 0 for `div`), labelled "
+        "a∘b mod p; an input is `concat(one_hot(a), one_hot(b))`, float32 of length 2p. Split: "
+        "`perm = numpy.random.default_rng(numpy.random.SeedSequence([split_seed, 1])).permutation"
+        "(N)`; training = `sorted(perm[:round(train_fraction × N)])`, test = the sorted rest."
+    )

@@ -200,7 +200,8 @@ def load_inr_image(cfg: dict) -> Task:
     columns = {"image_index": row, "label": int(labels[row])}
     signal = Signal(shape, coords, values, columns)
     if holdout == 0:  # the test split is the whole image again
-        return Task(where, coords, values, coords, values, values.shape[1], "regression", signal)
+        channels = values.shape[1]
+        return Task(where, coords, values, coords, values, channels, "regression", signal=signal)
     train, test = _holdout(len(coords), holdout, seed)
     return Task(
         where,
@@ -210,7 +211,7 @@ def load_inr_image(cfg: dict) -> Task:
         values[test].contiguous(),
         values.shape[1],
         "regression",
-        signal,
+        signal=signal,
     )
 
 
@@ -270,5 +271,54 @@ def load_inr_sinusoid(cfg: dict) -> Task:
         values[test].contiguous(),
         1,
         "regression",
-        signal,
+        signal=signal,
+    )
+
+
+# --- the card's words -----------------------------------------------------------------------------
+
+
+def describe_image(cfg: dict) -> str:
+    """The data pipeline of ``inr_image`` in words a consumer can reimplement (the card)."""
+    source = {
+        "digits": "scikit-learn's 8×8 digits (`load_digits()`, 1,797 images; pixel / 16)",
+        "fashion_mnist": "Fashion-MNIST's idx files (60,000 train then 10,000 test images, "
+        "28×28; pixel / 255)",
+        "hf": f"the Hugging Face dataset `{cfg.get('path')}` (8-bit pixels / 255)",
+    }[cfg.get("source", "digits")]
+    order = {
+        "dataset": "in the source's order",
+        "random": "in the order `rng.permutation(N)`",
+        "per_class": "per class in the order `rng.permutation(N)`, then round robin over the "
+        "classes (position k holds the (k // C)-th image of class k % C while every class has "
+        "one; a class that runs out drops from the round)",
+    }[cfg.get("order", "per_class")]
+    holdout = cfg.get("holdout", 0.0)
+    test = (
+        f"the test split holds round({holdout} × H·W) pixels, the first of "
+        "`numpy.random.default_rng(numpy.random.SeedSequence([order_seed, 62])).permutation(H·W)`"
+        ", the training split the rest (both in grid order)"
+        if holdout
+        else "the test split is the whole image again (test_loss = train_loss)"
+    )
+    return (
+        f"One image per run, from {source}, split `{cfg.get('split', 'train')}`: `task.index` "
+        f"k is the k-th image {order}, with `rng = numpy.random.default_rng(numpy.random."
+        f"SeedSequence([order_seed, 60]))`. The network maps each pixel's coordinates (row, "
+        "column), each `-1 + 2i/(n-1)` in row-major order, to its intensity v as `2v - 1` in "
+        f"[-1, 1]; {test}."
+    )
+
+
+def describe_sinusoid(cfg: dict) -> str:
+    """The data pipeline of ``inr_sinusoid`` in words a consumer can reimplement (the card)."""
+    points = cfg.get("points", 64)
+    freq, amp = cfg.get("frequency", [0.5, 4.0]), cfg.get("amplitude", [0.5, 1.0])
+    return (
+        "One sinusoid `a sin(2π f t + φ)` per run, on t in [-1, 1]: with `rng = numpy.random."
+        "default_rng(numpy.random.SeedSequence([coef_seed, 61, index]))`, f = `rng.uniform("
+        f"*{freq})`, a = `rng.uniform(*{amp})`, then φ = `rng.uniform(0, 2π)` (the row's "
+        "`signal_*` columns). The grid "
+        f"`linspace(-1, 1, {2 * points - 1})`: its even points (both ends included) are the "
+        "training split, its odd points (the midpoints) the test split."
     )

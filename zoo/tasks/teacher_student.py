@@ -60,3 +60,16 @@ def load_teacher_student(cfg: dict) -> Task:
     y_train = _noisy(_teacher_labels(x_train, w1, w2), noise, n_classes, seed)
     y_test = _teacher_labels(x_test, w1, w2)
     return make_task(where, x_train, y_train, x_test, y_test, n_classes)
+
+
+def describe(cfg: dict) -> str:
+    """The data pipeline in words a consumer can reimplement (the dataset card quotes it)."""
+    return (
+        "Generated (teacher_student): `rng(k) = numpy.random.default_rng(numpy.random."
+        "SeedSequence([teacher_seed, k]))`. Teacher: `g = rng(4)`, `w1 = g.standard_normal((dim, "
+        "hidden)) / sqrt(dim)`, then `w2 = g.standard_normal((hidden, classes)) / sqrt(hidden)`. "
+        "Inputs: `rng(5).standard_normal((n_train, dim))` (training) and `rng(6)` (test), "
+        "float32. Labels: `argmax(tanh(x @ w1) @ w2)` in float64. Label noise: `g = rng(7)`, "
+        "`rows = g.permutation(n_train)[:round(label_noise × n_train)]`, their labels replaced "
+        "by `g.integers(0, classes, len(rows))`."
+    )

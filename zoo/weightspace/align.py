@@ -12,7 +12,7 @@ averaging, interpolation and mixup meaningful.
   until a sweep changes nothing.
 - **Activation matching**: with probe inputs, match each group's units by the correlation of
   their activations (one assignment per group; no sweeps needed).
-- **Loss barrier**: ``max_t L((1-t) a + t b) - ((1-t) L(a) + t L(b))`` along the straight line
+- **Loss barrier**: ``max_t L((1-t) a + t b) - (L(a) + L(b)) / 2`` along the straight line
   (:func:`loss_barrier`), and before and after aligning ``b`` to ``a`` (:func:`barrier_metrics`).
 
 Inputs are flat rows and a layout (as in :mod:`zoo.weightspace.augment`); modules are built only
@@ -59,7 +59,7 @@ class Barrier:
     """The loss along the straight line between two models.
 
     Attributes:
-        barrier: ``max_t L(t) - ((1-t) L(0) + t L(1))`` (0 for linearly connected models).
+        barrier: :func:`barrier_height` of ``losses``: ``max_t L(t) - (L(0) + L(1)) / 2``.
         ts: interpolation points, 0 to 1.
         losses: mean cross-entropy at each point.
     """
@@ -301,8 +301,20 @@ def loss_barrier(
         flat_logits = logits.reshape(-1, logits.shape[-1])  # (T*N, C)
         ce = F.cross_entropy(flat_logits, y.repeat(points), reduction="none")
     losses = ce.reshape(points, -1).double().mean(dim=1)  # (T,)
-    chord = (1 - ts.double()) * losses[0] + ts.double() * losses[-1]
-    return Barrier(float((losses - chord).max()), tuple(ts.tolist()), tuple(losses.tolist()))
+    return Barrier(float(barrier_height(losses)), tuple(ts.tolist()), tuple(losses.tolist()))
+
+
+def barrier_height(losses: torch.Tensor) -> torch.Tensor:
+    """The loss barrier of paths sampled at ``losses: (..., T)`` (ends included): the highest
+    loss on the path minus the mean of its two ends, ``max_t L(t) - (L(0) + L(1)) / 2`` (Frankle
+    et al. 2020; Ainsworth et al. 2023). 0 for a flat path; the landscape's ``barrier_mean`` is
+    this, averaged over seed pairs.
+
+    Example:
+        >>> barrier_height(torch.tensor([1.0, 3.0, 2.0])).item()
+        1.5
+    """
+    return losses.max(-1).values - (losses[..., 0] + losses[..., -1]) / 2
 
 
 def barrier_metrics(

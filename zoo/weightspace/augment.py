@@ -329,7 +329,8 @@ AUGMENTATIONS: dict[str, type[Transform]] = {
 
 def exact_symmetries(layout: Layout) -> list[Transform]:
     """The exact symmetries of a layout's activation: permutations always, sign flips for odd
-    activations, positive rescaling for positively homogeneous ones."""
+    activations, positive rescaling for positively homogeneous ones (a config whose rows differ
+    in their activation has none in its layout: permutations only)."""
     out: list[Transform] = [Permute()]
     if layout.activation in ODD:
         out.append(SignFlip())

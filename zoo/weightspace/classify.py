@@ -13,8 +13,9 @@ The same three kinds of baselines as :mod:`zoo.weightspace.learn`, scored by tes
    seeds), the question of Shamsian et al. 2024 ("Improved generalization of weight space
    networks via augmentations"): do augmentations recover the gain of more views?
 
-Splits are by signal (``group``, e.g. ``task__index``: every view of an image in one split),
-at one epoch (``epoch="last"``: the fitted networks).
+Splits are by signal: the zoo's own where it was built with ``output.split_by: task.index``,
+else by a hash of ``task__index`` (``group``); at one epoch (``epoch="last"``: the fitted
+networks).
 """
 
 from __future__ import annotations
@@ -172,20 +173,35 @@ def fit_weight_classifiers(
     return out
 
 
+SIGNAL_KEY = "task__index"
+
+
+def leaks(data: ZooSplits, column: str = SIGNAL_KEY) -> bool:
+    """Whether some value of ``column`` (a signal) has rows in both train and test."""
+    cols = data.columns
+    if column not in cols["train"]:
+        return False
+    return bool(set(cols["train"][column].tolist()) & set(cols["test"][column].tolist()))
+
+
 def prepare(
     folder: str | Path,
     config: str | None = None,
     *,
-    group: str | None = "task__index",
+    group: str | None = "auto",
     epoch: int | str | None = "last",
     views: int | None = None,
-) -> ZooSplits:
+) -> tuple[ZooSplits, str | None]:
     """The rows a classification run uses: one epoch, split by ``group``, the first ``views``
-    views in training (``None`` for each: the zoo's rows and splits as they are)."""
+    views in training (``None`` for each: the zoo's rows and splits as they are). ``"auto"``:
+    the zoo's splits where they keep every view of a signal together (``output.split_by:
+    task.index``), else split by ``task__index``. Returns the rows and the column split by."""
     data = load_splits(folder, config)
     data = at_epoch(data, epoch) if epoch is not None else data
+    if group == "auto":
+        group = SIGNAL_KEY if leaks(data) else None
     data = regroup(data, group) if group else data
-    return first_views(data, views) if views else data
+    return (first_views(data, views) if views else data), group
 
 
 def learn_classes(
@@ -198,7 +214,7 @@ def learn_classes(
     epochs: int = 60,
     repeats: int = 1,
     seed: int = 0,
-    group: str | None = "task__index",
+    group: str | None = "auto",
     epoch: int | str | None = "last",
     views: Sequence[int | None] = (None,),
     progress: Progress | None = None,
@@ -215,7 +231,7 @@ def learn_classes(
     check_choices(nets, augmentations)
     scores, notes = [], []
     for v in views:
-        data = prepare(folder, config, group=group, epoch=epoch, views=v)
+        data, grouped = prepare(folder, config, group=group, epoch=epoch, views=v)
         if not len(data.weights["train"]) or not len(data.weights["test"]):
             raise ZooError(f"{folder}: no rows left in train or test after selecting; grow it")
         scores += fit_statistics(data, target, seed=seed)
@@ -229,6 +245,6 @@ def learn_classes(
             seed=seed,
             progress=progress,
         )
-    if group:
-        notes.append(f"split by {group}: every view of a signal in one split (80/20 by hash)")
+    if grouped:
+        notes.append(f"split by {grouped}: every value in one split (80/20 by hash)")
     return LearnReport(str(dataset_folder(folder)), data.config, tuple(scores), tuple(notes))

@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from zoo import streams
 from zoo.errors import ZooError
 from zoo.layout import Layout
-from zoo.naming import split_of
+from zoo.naming import split_of, value_position
 from zoo.store.dataset import dataset_folder, load_layout
 from zoo.streams import torch_generator
 from zoo.weightspace.augment import (
@@ -169,13 +169,19 @@ def regroup(data: ZooSplits, column: str, test_fraction: float = 0.2) -> ZooSpli
         raise ZooError(f"{data.config}: no column {column!r} to split by; e.g. task__index")
     weights = torch.cat(list(data.weights.values()))
     fractions = {"train": 1.0 - test_fraction, "test": test_fraction}
-    split = np.array([split_of(f"{column}={v}", fractions) for v in pooled[column]])
+    # the build's rule for output.split_by: a value's position frac(golden ratio * value)
+    split = np.array([split_of(value_position(_plain(v)), fractions) for v in pooled[column]])
     return ZooSplits(
         data.layout,
         data.config,
         {s: weights[torch.as_tensor(split == s)] for s in fractions},
         {s: {k: v[split == s] for k, v in pooled.items()} for s in fractions},
     )
+
+
+def _plain(value):
+    """A numpy scalar as the Python value it holds (``value_position`` takes ints as ints)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def first_views(data: ZooSplits, views: int) -> ZooSplits:

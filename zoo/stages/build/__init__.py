@@ -4,6 +4,7 @@
 ``card`` writes the dataset card, ``dataset`` runs those steps (:func:`build_dataset`).
 """
 
-from zoo.stages.build.dataset import build_dataset
+from zoo.stages.build.collect import plan_build
+from zoo.stages.build.dataset import build_dataset, finish_build, parts_to_write
 
-__all__ = ["build_dataset"]
+__all__ = ["build_dataset", "finish_build", "parts_to_write", "plan_build"]

@@ -26,14 +26,17 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from zoo import SCHEMA_VERSION, __version__
 from zoo.errors import BuildError
 from zoo.layout import Layout
-from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource, split_of
+from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource
 from zoo.stages.build.parquet import FILE_BYTES, ROW_GROUP_BYTES
+from zoo.stages.landscape.phases import describe_rule
+from zoo.store.fs import file_size, list_files, open_file
+from zoo.tasks import describe_task
 
 TEMPLATE = resource("cards", "dataset_card.md")
 TAGS = ["weight-space-learning", "model-zoo", "neural-network-weights", "zoo"]
 
 COLUMN_DOCS = {
-    "checkpoint_id": "`<run_id>-e<epoch>` (mid-epoch: `<run_id>-s<step>`): one row per checkpoint",
+    "checkpoint_id": "`<run_id>-e<epoch:04d>` (mid-epoch: `<run_id>-s<step:07d>`), one row each",
     "run_id": "16 hex of sha256 over the run's resolved config (seed included)",
     "cell_id": "hash of the config without the seed: runs of one grid cell share it",
     "epoch": "training epochs done when the checkpoint was taken (0 = initialization)",
@@ -76,21 +79,46 @@ METRIC_CITATIONS = {
 
 @dataclass(frozen=True)
 class ConfigSummary:
-    """What the build wrote for one config: what the card describes.
+    """What the build wrote for one config: what the card describes, read from the files.
 
     Attributes:
         name: the config name.
         layout: its weight space.
-        table: every row, in the written order (``weights`` included).
+        schema: every column (``weights`` included).
+        table: every row, every column but ``weights``.
         files: split -> Parquet paths relative to the dataset folder.
         counts: split -> rows.
+        num_bytes: split -> uncompressed bytes of its rows (the Parquet files' metadata).
     """
 
     name: str
     layout: Layout
+    schema: pa.Schema
     table: pa.Table
     files: dict[str, list[str]]
     counts: dict[str, int]
+    num_bytes: dict[str, int]
+    sources: tuple[str, ...] = ()
+
+
+def summarize(plan, files: dict[str, list[str]], folder: Path) -> ConfigSummary:
+    """A config's summary from its Parquet files: their row counts and sizes (metadata) and
+    every column but the weights (a projection: the weights are not read)."""
+    columns = [n for n in plan.schema.names if n != "weights"]
+    tables, counts, num_bytes = [], {}, {}
+    for split, paths in files.items():
+        for rel in paths:
+            with open_file(Path(folder) / rel) as f:
+                parquet = pq.ParquetFile(f)
+                meta = parquet.metadata
+                tables.append(parquet.read(columns=columns))
+            counts[split] = counts.get(split, 0) + meta.num_rows
+            size = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+            num_bytes[split] = num_bytes.get(split, 0) + size
+    table = pa.concat_tables(tables)
+    return ConfigSummary(
+        plan.name, plan.layout, plan.schema, table, files, counts, num_bytes, plan.sources
+    )
 
 
 def yaml_header(recipe, summary: list[ConfigSummary], folder: Path | None = None) -> dict:
@@ -131,18 +159,10 @@ def _features_first(info: dict) -> dict:
 
 
 def _dataset_info(recipe, part: ConfigSummary, folder: Path | None) -> datasets.DatasetInfo:
-    table = part.table
-    features = datasets.Features.from_arrow_schema(table.schema)
-    fractions = recipe.resolved["output"]["splits"]
-    by_split = [split_of(r, fractions) for r in table["run_id"].to_pylist()]
-    has_weights = "weights" in table.column_names
-    meta = table.drop_columns(["weights"]) if has_weights else table  # cheap to filter
-    row_weight_bytes = table["weights"].nbytes // max(1, table.num_rows) if has_weights else 0
+    features = datasets.Features.from_arrow_schema(part.schema)
     splits = datasets.SplitDict()
     for split in sorted(part.files):
-        mask = [s == split for s in by_split]
-        n = part.counts[split]
-        num_bytes = meta.filter(mask).nbytes + n * row_weight_bytes
+        n, num_bytes = part.counts[split], part.num_bytes[split]
         splits.add(datasets.SplitInfo(name=split, num_bytes=num_bytes, num_examples=n))
     info = datasets.DatasetInfo(features=features, config_name=part.name, splits=splits)
     info.dataset_size = sum(s.num_bytes for s in splits.values())
@@ -152,11 +172,11 @@ def _dataset_info(recipe, part: ConfigSummary, folder: Path | None) -> datasets.
 
 
 def _file_bytes(folder: Path, files: dict[str, list[str]]) -> dict[str, int]:
-    """Bytes on disk of each split's Parquet files (0 where not written yet)."""
-    sizes = {}
-    for split, paths in files.items():
-        sizes[split] = sum((folder / p).stat().st_size for p in paths if (folder / p).exists())
-    return sizes
+    """Bytes in the store of each split's Parquet files (0 where not written yet)."""
+    return {
+        split: sum(file_size(Path(folder) / p) or 0 for p in paths)
+        for split, paths in files.items()
+    }
 
 
 SIZE_CATEGORIES = [
@@ -188,10 +208,10 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _columns_table(table, column_docs: dict[str, str] | None = None) -> str:
+def _columns_table(schema: pa.Schema, column_docs: dict[str, str] | None = None) -> str:
     docs = {**COLUMN_DOCS, **(column_docs or {})}
     rows = []
-    for field in table.schema:
+    for field in schema:
         doc = docs.get(field.name, "")
         if "__" in field.name and field.name not in (column_docs or {}):
             section, key = field.name.split("__", 1)
@@ -235,10 +255,10 @@ def _counts(summary: list[ConfigSummary]) -> str:
 
 
 def _figures(folder: Path) -> str:
-    images = sorted((folder / IMAGES_DIR).glob("*.png"))
+    images = [p for p in list_files(Path(folder) / IMAGES_DIR) if p.endswith(".png")]
     if not images:
         return ""
-    links = "\n\n".join(f"![{p.stem}]({IMAGES_DIR}/{p.name})" for p in images)
+    links = "\n\n".join(f"![{p.removesuffix('.png')}]({IMAGES_DIR}/{p})" for p in images)
     return "## Figures\n\n" + links
 
 
@@ -339,9 +359,10 @@ def _files_table(summary: list[ConfigSummary], folder: Path) -> str:
 
 def _weights_encoding(path: Path) -> str | None:
     """How a Parquet file encodes its ``weights`` (``BYTE_STREAM_SPLIT`` or ``PLAIN``)."""
-    if not path.exists():
+    if file_size(path) is None:
         return None
-    meta = pq.ParquetFile(path).metadata
+    with open_file(path) as f:
+        meta = pq.ParquetFile(f).metadata
     for i in range(meta.num_columns):
         column = meta.row_group(0).column(i) if meta.num_row_groups else None
         if column is not None and column.path_in_schema.startswith("weights."):
@@ -371,6 +392,7 @@ def render_card(
     folder: Path,
     column_docs: dict[str, str] | None = None,
     signals: str = "",
+    metrics: str | None = None,
 ) -> str:
     """Fill ``cards/dataset_card.md`` from the recipe, the built tables and the folder.
 
@@ -381,12 +403,14 @@ def render_card(
         folder: the dataset folder; its ``images/*.png`` become the Figures section.
         column_docs: column -> meaning, merged over the built-in descriptions.
         signals: a signal zoo's section on rendering its networks (issue 14), else empty.
+        metrics: the Data section's paragraph on the metric columns, where the task's objective
+            is not classification (None: cross-entropy and accuracy).
     Returns:
         the card's text; ``huggingface_hub.DatasetCard`` has parsed its header.
     """
     folder = Path(folder)
-    values = {**_overview(recipe, summary, folder), **_sections(recipe, summary, folder)}
-    values["columns_table"] = _columns_table(summary[0].table, column_docs)
+    values = {**_overview(recipe, summary, folder), **_sections(recipe, summary, folder, metrics)}
+    values["columns_table"] = _columns_table(summary[0].schema, column_docs)
     values["signals"] = signals
     text = string.Template(TEMPLATE.read_text()).substitute(values)
     text = re.sub(r"\n{3,}", "\n\n", text)  # sections left empty leave no gaps
@@ -423,7 +447,7 @@ def _overview(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
     }
 
 
-def _sections(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
+def _sections(recipe, summary: list[ConfigSummary], folder: Path, metrics=None) -> dict:
     """The values of the card's sections below the overview."""
     res = recipe.resolved
     first = summary[0]
@@ -435,14 +459,97 @@ def _sections(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
         "counts": _counts(summary),
         "figures": _figures(folder),
         "load_snippet": load_snippet(first.name, _load_split(first)),
-        "layout_table": _layout_table(first.layout),
-        "split_fractions": ", ".join(f"{k} {v:g}" for k, v in res["output"]["splits"].items()),
+        "layout_tables": "\n\n".join(f"`{c.name}`:\n\n{_layout_table(c.layout)}" for c in summary),
+        "data_text": data_text(recipe, sorted({s for c in summary for s in c.sources}), metrics),
+        "split_text": split_text(res),
         "files_table": _files_table(summary, folder),
         "parquet_limits": f"row groups of at most {ROW_GROUP_BYTES // 2**20} MB and files of at "
         f"most {FILE_BYTES // 2**20} MB (uncompressed)",
         "estimators": _estimators(res),
         "citations": _citations(res),
     }
+
+
+def data_text(recipe, sources: list[str] = (), metrics: str | None = None) -> str:
+    """How every number of a row was computed, in words a consumer can reimplement; ``sources``:
+    where the task data was read (machine paths are left out of a published card); ``metrics``:
+    the metric paragraph of a task that is not classification."""
+    res = recipe.resolved
+    varied = sorted(k for k in [*res["grid"], *_sampled(res)] if k.startswith("task."))
+    task = describe_task(res["task"])
+    if varied:
+        task += f" The grid or the sample varies {', '.join(f'`{k}`' for k in varied)} per run."
+    if sources:
+        read = "; ".join(re.sub(r"(/[\w.+-]+)+/?", "a local folder", s) for s in sources)
+        task += f" Read from: {read}."
+    parts = [
+        f"**Task** (`{res['task']['name']}`). {task}",
+        metrics or classification_metrics(recipe),
+        "**Checkpoints.** `checkpoint_id` is `<run_id>-e<epoch>` with the epoch in 4 digits "
+        "(`…-e0005`; epoch 0 is the initialization), and `<run_id>-s<step>` with the optimizer "
+        "step in 7 digits for a mid-epoch checkpoint (`…-s0000150`). A run's minibatches in "
+        "epoch e follow `numpy.random.default_rng(numpy.random.SeedSequence([seed, 2, e]))"
+        ".permutation(n_train)`, `batch_size` at a time (the last one smaller).",
+    ]
+    if res["landscape"]["metrics"]:
+        parts.append(landscape_text(res["landscape"]))
+    return "\n\n".join(parts)
+
+
+def classification_metrics(recipe) -> str:
+    """The Data section's paragraph on the metric columns of a classification task."""
+    return (
+        "**Metrics.** `train_loss` and `train_acc` are the checkpoint's mean cross-entropy and "
+        "accuracy on the whole training set above; `test_loss` and `test_acc` on the task's test "
+        "set above (not this dataset's `test` split, whose rows are models), computed from the "
+        "weights as stored (float32) in batches of "
+        f"{recipe.execution['eval_batch_size']}: recomputed from `weights` and `layout.json` "
+        "they agree to float32 rounding (accuracies exactly, in our checks). "
+        "`gen_gap_loss` = test_loss − train_loss, `gen_gap_acc` = train_acc − test_acc."
+    )
+
+
+def landscape_text(settings: dict) -> str:
+    """The landscape columns' definitions (the estimator settings are listed below them)."""
+    probe = settings["probe"]
+    text = (
+        "**Landscape.** At the epochs `landscape.at`, on a probe sample of "
+        f"{probe['batches']} × {probe['batch_size']} training examples, those at `sorted("
+        "numpy.random.default_rng(numpy.random.SeedSequence([probe.seed, 13])).choice(n_train, "
+        "n, replace=False))` with `probe.seed` = "
+        f"{probe['seed']}. `probe_loss`: the mean cross-entropy there. Hessian columns: of that "
+        "loss, by Lanczos (top eigenvalues, residual) and Hutchinson (trace). `barrier_mean`: "
+        "over the seed pairs of the grid cell, `max_t L((1−t)·a + t·b) − (L(a) + L(b)) / 2` "
+        f"at {settings['barrier']['points']} evenly spaced t in [0, 1] (the same definition as "
+        "`zoo.weightspace.align.loss_barrier`); `cka_mean`: linear CKA of the "
+        f"{settings['cka']['representation']} on the probe sample, over the same pairs."
+    )
+    if "phase" in settings["metrics"]:
+        text += "\n\n**Phase rule.** " + describe_rule(settings["phase"])
+    return text
+
+
+def split_text(res: dict) -> str:
+    """The split rule, with this recipe's unit and fractions."""
+    out = res["output"]
+    unit = {
+        "run": "a run (every checkpoint of a run lands in one split)",
+        "cell": "a grid cell (every run of a cell lands in one split)",
+    }.get(out["split_by"], f"the value of `{out['split_by']}` (runs that share it share a split)")
+    intervals, start = [], 0.0
+    for name, fraction in out["splits"].items():
+        intervals.append(f"{name} [{start:g}, {start + fraction:g})")
+        start += fraction
+    return (
+        f"A split unit is {unit}. A unit with seed s, index i_k of its value in grid list k of "
+        "`recipe.yaml` (the grid's key order) and sample number j (`sample:`, else 0) lies at "
+        "u = frac(0.6180339887…·s + Σ_k frac(√p_k)·i_k + frac(√p_(K+1))·j), p = 2, 3, 7, 11, "
+        "13, … (5 skipped; a grid cell drops the seed term; a recipe key's integer value v "
+        "gives u = frac(0.6180339887…·v)); the splits take consecutive intervals of [0, 1): "
+        f"{', '.join(intervals)}. The units spread evenly, so each split holds about its "
+        "fraction, and more seeds, values appended to a grid list or more sampled points never "
+        "move a unit."
+    )
 
 
 def check_card(text: str, configs: list[str]) -> DatasetCard:

@@ -2,98 +2,157 @@
 
 ```
 <out>/dataset/
-  README.md                    card: YAML (configs, features, license, tags) + prose
-  data/<config>/<split>-NNNNN-of-NNNNN.parquet
-  layout.json                  config -> layout (names, shapes, offsets, permutation spec)
-  recipe.yaml                  the recipe that produced the zoo
-  images/                      phase diagrams shown in the card
+  README.md                                card: YAML (configs, features, license, tags) + prose
+  data/<config>/<split>-<batch>-NNNNN.parquet  one file (or more) per train batch
+  layout.json                              config -> layout (names, shapes, offsets, perm. spec)
+  recipe.yaml                              the recipe that produced the zoo (no machine paths)
+  images/                                  phase diagrams shown in the card
 ```
-One row per checkpoint; one config per layout (architecture + shapes); splits by a hash of
-``run_id``, so every checkpoint of a run is in the same split. The steps: collect the rows
-(:mod:`~zoo.stages.build.collect`), write each config and split as Parquet
-(:mod:`~zoo.stages.build.parquet`), draw the figures (:mod:`~zoo.stages.build.plot`), write
-``layout.json`` and ``recipe.yaml``, and last the card (:mod:`~zoo.stages.build.card`).
+1. Plan (:mod:`~zoo.stages.build.collect`): configs, their columns, and one part per train
+   batch; a part whose files the manifest records intact (same inputs, same id) is kept.
+2. Write the other parts (:func:`~zoo.stages.build.parquet.build_part`), in this process or as
+   Dask tasks (:func:`zoo.dist.pipeline.build`); each part's files are recorded in the manifest
+   (stage ``build``), so ``zoo verify`` checks them too. Memory is one part at a time, per worker.
+3. Delete files no part writes any more; then, from the files on disk, ``layout.json``,
+   ``recipe.yaml``, the figures and last the card (:mod:`~zoo.stages.build.card`).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
 
-from zoo.errors import BuildError
-from zoo.naming import (
-    CARD_FILE,
-    DATA_DIR,
-    DATASET_DIR,
-    IMAGES_DIR,
-    LAYOUT_FILE,
-    RECIPE_FILE,
-    split_of,
-)
-from zoo.recipe import Recipe, expand_recipe
-from zoo.stages.build.card import ConfigSummary, render_card
-from zoo.stages.build.collect import ConfigRows, attach_landscape, collect
-from zoo.stages.build.parquet import to_table, with_metadata, write_parquet_files
+from zoo.naming import CARD_FILE, DATA_DIR, DATASET_DIR, IMAGES_DIR, LAYOUT_FILE, RECIPE_FILE
+from zoo.recipe import Recipe
+from zoo.stages.build.card import ConfigSummary, render_card, summarize
+from zoo.stages.build.collect import BuildPlan, plan_build
+from zoo.stages.build.parquet import STAGE, BuildPart, build_part
 from zoo.stages.build.plot import plot_metrics
-from zoo.stages.build.signals import card_extras, draw_signal_figures
+from zoo.stages.build.signals import METRICS_TEXT, card_extras, draw_signal_figures
 from zoo.stages.landscape import COLUMN_DOCS as LANDSCAPE_DOCS
-from zoo.store.fs import atomic_write_bytes
+from zoo.store.fs import atomic_write_bytes, file_size, list_files, open_file, remove
+from zoo.store.manifest import Manifest, ShardRecord
+
+RunParts = Callable[[list[BuildPart], Path], None]
 
 
-def build_dataset(recipe: Recipe, out_dir: str | Path) -> Path:
-    """Build ``<out>/dataset`` from the store. Idempotent: the folder is rewritten each time.
+def build_dataset(recipe: Recipe, out_dir: str | Path, run_parts: RunParts | None = None) -> Path:
+    """Build ``<out>/dataset`` from the store; only parts whose inputs changed are rewritten.
 
+    Args:
+        recipe: the zoo's recipe.
+        out_dir: its output folder (a path or an fsspec URL).
+        run_parts: writes the parts that need writing and records their receipts in the
+            manifest (:func:`zoo.dist.pipeline.build` runs them as Dask tasks); ``None``: one
+            after the other in this process.
     Returns:
         the dataset folder; ``datasets.load_dataset(str(folder), config)`` reads it offline.
     """
+    plan = plan_build(recipe, out_dir)
+    (run_parts or run_parts_here)(parts_to_write(plan, out_dir), Path(out_dir))
+    return finish_build(recipe, out_dir, plan)
+
+
+def parts_to_write(plan: BuildPlan, out_dir: str | Path) -> list[BuildPart]:
+    """The parts whose files the manifest does not record intact (new or changed inputs)."""
+    manifest = Manifest(out_dir)
+    return [p for p in plan.parts if not _intact(Path(out_dir), manifest, p.part_id)]
+
+
+def finish_build(recipe: Recipe, out_dir: str | Path, plan: BuildPlan) -> Path:
+    """After the parts: delete stale files, then write ``layout.json``, ``recipe.yaml``, the
+    figures and last the card, from the files on disk."""
     out_dir = Path(out_dir)
     folder = out_dir / DATASET_DIR
-    configs = collect(out_dir, {r.run_id for r in expand_recipe(recipe)})
-    if not configs:
-        raise BuildError(f"{out_dir}: none of the recipe's runs is trained yet; run `zoo train`")
-    shutil.rmtree(folder / DATA_DIR, ignore_errors=True)
-    shutil.rmtree(folder / IMAGES_DIR, ignore_errors=True)
-    attach_landscape(configs, recipe, out_dir)
-    draw_figures(configs, recipe, folder)
-    draw_signal_figures(recipe, configs, folder)
-    fractions = recipe.resolved["output"]["splits"]
-    summary = []
-    for name, rows in sorted(configs.items()):
-        splits = [split_of(r, fractions) for r in rows.columns["run_id"]]
-        order = np.lexsort((rows.columns["epoch"], rows.columns["run_id"]))
-        table = with_metadata(to_table(rows, order, splits), rows.layout)
-        files, counts = {}, {}
-        for split in sorted(set(splits)):
-            part = table.filter(pa.compute.equal(table["split"], split)).drop_columns(["split"])
-            files[split] = write_parquet_files(folder, name, split, part)
-            counts[split] = part.num_rows
-        table = table.drop_columns(["split"])
-        summary.append(ConfigSummary(name, rows.layout, table, files, counts))
-    layouts = {s.name: s.layout.to_dict() for s in summary}
+    files = _forget_stale(out_dir, Manifest(out_dir), plan)
+    configs = [summarize(plan.configs[name], files[name], folder) for name in sorted(files)]
+    layouts = {c.name: c.layout.to_dict() for c in configs}
     atomic_write_bytes(folder / LAYOUT_FILE, json.dumps(layouts, indent=1).encode())
-    atomic_write_bytes(folder / RECIPE_FILE, recipe.to_yaml().encode())
-    signals, signal_docs = card_extras(recipe, configs)
-    docs = {**LANDSCAPE_DOCS, **signal_docs}
-    card = render_card(recipe, summary, folder, column_docs=docs, signals=signals)
+    atomic_write_bytes(folder / RECIPE_FILE, published_recipe(recipe).encode())
+    remove(folder / IMAGES_DIR)
+    draw_figures(configs, recipe, folder)
+    draw_signal_figures(recipe, configs, folder, plan.runs)
+    signals, signal_docs = card_extras(recipe, configs, plan.runs)
+    card = render_card(
+        recipe,
+        configs,
+        folder,
+        column_docs={**LANDSCAPE_DOCS, **signal_docs},
+        signals=signals,
+        metrics=METRICS_TEXT if signals else None,
+    )
     atomic_write_bytes(folder / CARD_FILE, card.encode())
     return folder
 
 
-def draw_figures(configs: dict[str, ConfigRows], recipe: Recipe, folder: Path) -> list[Path]:
+def run_parts_here(parts: list[BuildPart], out_dir: Path) -> None:
+    """Write the parts one after the other in this process, recording each part's files."""
+    manifest = Manifest(out_dir)
+    for part in parts:
+        records = build_part(part.to_dict(), str(out_dir), {})
+        manifest.append(ShardRecord.from_dict(r) for r in records)
+
+
+def _intact(out_dir: Path, manifest: Manifest, part_id: str) -> bool:
+    """Whether the manifest records the part's files and each is there at its recorded size."""
+    records = [r for r in manifest.records(STAGE) if r.batch_id == part_id]
+    return bool(records) and all(file_size(out_dir / r.path) == r.bytes for r in records)
+
+
+def _forget_stale(out_dir: Path, manifest: Manifest, plan: BuildPlan) -> dict[str, dict]:
+    """Delete data files no current part wrote and forget their records; returns config ->
+    split -> the current files (paths relative to the dataset folder)."""
+    current = {p.part_id: p.config for p in plan.parts}
+    records = manifest.records(STAGE)
+    keep: dict[str, dict[str, list[str]]] = {}
+    for rec in records:
+        if rec.batch_id in current:
+            rel = rec.path.removeprefix(f"{DATASET_DIR}/")
+            split = rel.split("/")[-1].split("-")[0]
+            keep.setdefault(current[rec.batch_id], {}).setdefault(split, []).append(rel)
+    stale = [r.path for r in records if r.batch_id not in current]
+    if stale:
+        manifest.drop(stale)
+    written = {f for splits in keep.values() for paths in splits.values() for f in paths}
+    for rel in list_files(out_dir / DATASET_DIR / DATA_DIR):
+        if f"{DATA_DIR}/{rel}" not in written:
+            remove(out_dir / DATASET_DIR / DATA_DIR / rel)
+    return {c: {s: sorted(p) for s, p in sorted(splits.items())} for c, splits in keep.items()}
+
+
+def published_recipe(recipe: Recipe) -> str:
+    """The recipe as published beside the data: as written, without the output folder (a path
+    of the machine that built it; the same zoo built elsewhere publishes the same file)."""
+    data = dict(recipe.data)
+    output = {k: v for k, v in (data.get("output") or {}).items() if k != "dir"}
+    data = {k: v for k, v in data.items() if k != "output"} | ({"output": output} if output else {})
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def draw_figures(configs: list[ConfigSummary], recipe: Recipe, folder: Path) -> list[Path]:
     """Phase diagrams over the first two grid axes at the last annotated epoch, one per metric
     over the rows of every config (an axis such as ``model.width`` spans configs)."""
     grid = list(recipe.resolved["grid"])
     if not recipe.resolved["landscape"]["metrics"] or not grid:
         return []
     x, y = (grid[0], grid[1]) if len(grid) > 1 else (grid[0], "seed")
-    rows = [
-        {k: v[i] for k, v in part.columns.items()}
-        for part in configs.values()
-        for i in range(len(part.weights))
-    ]
-    epochs = [r["epoch"] for r in rows if r.get("probe_loss") is not None]
+    rows = []
+    for config in configs:
+        for paths in config.files.values():
+            for rel in paths:
+                with open_file(folder / rel) as f:
+                    table = pq.read_table(
+                        f, columns=[n for n in config.schema.names if n != "weights"]
+                    )
+                rows += table.to_pylist()
+    epochs = [r["epoch"] for r in rows if _annotated(r)]
     return plot_metrics(rows, x, y, max(epochs), folder / IMAGES_DIR, "") if epochs else []
+
+
+def _annotated(row: dict) -> bool:
+    value = row.get("probe_loss")
+    return value is not None and value == value  # NaN where not annotated

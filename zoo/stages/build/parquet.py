@@ -1,14 +1,18 @@
-"""Parquet: the collected rows as typed Arrow tables, written as viewer-friendly Parquet files.
+"""Parquet: a build part's rows as a typed Arrow table, written as viewer-friendly Parquet files.
 
-Column types come from ``schemas/checkpoint.features.json`` (the row schema, in ``datasets``'
-Features JSON) and, for hyperparameter columns, from the recipe schema, so a column that is null
-in every row is still typed; ``weights`` is a fixed-length float32 list. Files and row groups
-stay under the sizes the Hub's dataset viewer reads (:data:`FILE_BYTES`, :data:`ROW_GROUP_BYTES`).
+:func:`build_part` is the build's task: it reads one train shard pair (checking each file's
+sha256 against the manifest as it reads it, one pass), makes the rows of its checkpoints, and
+writes them, one config and split at a time, as ``data/<config>/<split>-<batch>-<k>.parquet``.
+The weights never become Python objects: they go from the safetensors bytes to one ``(N, P)``
+float32 array and into a fixed-length list column. Files and row groups stay under the sizes
+the Hub's dataset viewer reads (:data:`FILE_BYTES`, :data:`ROW_GROUP_BYTES`, uncompressed).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -18,11 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from zoo import SCHEMA_VERSION, __version__
-from zoo.layout import Layout
-from zoo.naming import data_file, resource
-from zoo.recipe import recipe_schema
-from zoo.stages.build.collect import FIRST_COLUMNS, ConfigRows
-from zoo.store.fs import atomic_write_bytes
+from zoo.naming import DATASET_DIR, data_file, resource, tensor_name
+from zoo.recipe import SECTIONS, recipe_schema
+from zoo.store.shards import read_verified, write_file
 
 # Viewer-friendly Parquet (issue 5): the dataset viewer wants row groups <= 100 MB and files
 # <= 500 MB; both limits are taken on uncompressed bytes, so compressed files are smaller still.
@@ -36,23 +38,11 @@ COMPRESSION = "zstd"
 # checkpoint: 0.72 vs 0.79). Each file takes whichever encodes its first row group smaller
 # (benchmarks/load_throughput.py).
 WEIGHTS_ENCODINGS = ("BYTE_STREAM_SPLIT", "PLAIN")
-
-
-def to_table(rows: ConfigRows, order: np.ndarray, splits: list[str]) -> pa.Table:
-    """An Arrow table of the rows in ``order`` with typed columns and fixed-length weights."""
-    arrays, names = [], []
-    ordered = FIRST_COLUMNS + sorted(k for k in rows.columns if k not in FIRST_COLUMNS)
-    for key in ordered:
-        values = [rows.columns[key][i] for i in order]
-        arrays.append(pa.array(values, type=column_type(key)))
-        names.append(key)
-    arrays.append(pa.array([splits[i] for i in order]))
-    names.append("split")
-    flat = np.stack([rows.weights[i] for i in order]) if len(order) else np.zeros((0, 0))
-    p = rows.layout.num_params
-    weights = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), pa.float32()), p)
-    return pa.Table.from_arrays([*arrays, weights], names=[*names, "weights"])
-
+# rows of a file's start on which the encodings are tried before it is written once: trying the
+# whole first row group doubled the build's cost; 16 rows pick the same encoding on the shipped
+# zoos (benchmarks/build_throughput.py, load_throughput.py)
+ENCODING_SAMPLE_ROWS = 16
+STAGE = "build"  # the manifest stage of the dataset's data files
 
 _JSON_TO_ARROW = {
     "integer": pa.int64(),
@@ -69,15 +59,13 @@ def row_features() -> datasets.Features:
     return datasets.Features.from_dict(spec["features"])
 
 
-def column_type(key: str) -> pa.DataType | None:
-    """Arrow type of a column: from the row schema, or from the recipe schema for hyperparameter
-    columns (so a column that is null in every row is still typed)."""
-    if key in row_features():
-        return row_features().arrow_schema.field(key).type
-    section, _, name = key.partition("__")
+def hyperparameter_type(column: str, values: list) -> pa.DataType:
+    """Arrow type of a ``<section>__<key>`` column, from the recipe schema (so a key is typed
+    the same in every zoo), else inferred from its values."""
+    section, _, name = column.partition("__")
     prop = recipe_schema()["properties"].get(section, {}).get("properties", {}).get(name)
-    if prop is None:
-        return None  # let Arrow infer
+    if prop is None or ("type" not in prop and "enum" not in prop):
+        return pa.array(values).type
     if "enum" in prop:
         return pa.string()
     types = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
@@ -87,36 +75,170 @@ def column_type(key: str) -> pa.DataType | None:
     return _JSON_TO_ARROW[first]
 
 
-def features_of(table: pa.Table) -> datasets.Features:
-    """``datasets`` Features of a table: weights as a fixed-length float32 list."""
-    return datasets.Features.from_arrow_schema(table.schema)
+# --- the task -----------------------------------------------------------------------------------
 
 
-def with_metadata(table: pa.Table, layout: Layout) -> pa.Table:
-    features = features_of(table)
-    meta = {
+@dataclass(frozen=True)
+class BuildPart:
+    """The rows one train shard pair gives one config: a task of the build.
+
+    Attributes:
+        part_id: ``D`` + a hash of everything the part's files depend on.
+        config: the config name; train_batch: the train batch (it names the files).
+        weights, metrics: the shards' records (paths and sha256).
+        checkpoints: the checkpoint ids to take from these shards.
+        placement: run_id -> ``[split, sort key]`` (the sort key orders rows within a file).
+        landscape: checkpoint_id -> its landscape and phase columns.
+        schema: the config's columns (serialized Arrow schema, hex).
+    """
+
+    part_id: str
+    config: str
+    train_batch: str
+    weights: dict
+    metrics: dict
+    checkpoints: tuple[str, ...]
+    placement: dict = field(default_factory=dict)
+    landscape: dict = field(default_factory=dict)
+    schema: str = ""
+
+    @property
+    def batch_id(self) -> str:
+        """The part's id, as a stage's batch (zoo.dist.run.run_stage) is named."""
+        return self.part_id
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """The run ids of the part."""
+        return tuple(self.placement)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BuildPart:
+        return cls(**{**d, "checkpoints": tuple(d["checkpoints"])})
+
+
+def build_part(part: dict, out_dir: str, options: dict) -> list[dict]:
+    """The build's task: one part's rows -> its Parquet files; returns their receipts (stage
+    ``build``, paths relative to ``out_dir``)."""
+    part = BuildPart.from_dict(part)
+    schema = pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(part.schema)))
+    table, bounds = part_table(part, out_dir, schema)
+    records = []
+    for split, (start, stop) in bounds.items():
+        rows = table.slice(start, stop - start)  # a view: rows are grouped by split
+        for rel, data in encode_files(part.config, split, part.train_batch, rows):
+            ids = rows["run_id"].to_pylist(), rows["checkpoint_id"].to_pylist()
+            records.append(
+                write_file(out_dir, f"{DATASET_DIR}/{rel}", STAGE, part.part_id, *ids, data)
+            )
+    return [r.to_dict() for r in records]
+
+
+def part_table(part, out_dir: str, schema: pa.Schema) -> tuple[pa.Table, dict[str, tuple]]:
+    """The part's rows, typed by ``schema``: grouped by split, then ordered by epoch, step and
+    the runs' sort keys; and each split's ``(start, stop)`` rows."""
+    from safetensors.numpy import load as load_tensors
+
+    metrics = pq.read_table(pa.BufferReader(read_verified(out_dir, part.metrics)))
+    data = read_verified(out_dir, part.weights)  # one read: checked, then parsed
+    names = json.loads(_metadata(data)["layout"])["names"]
+    tensors = load_tensors(data)
+    del data
+    wanted = set(part.checkpoints)
+    rows = [r for r in metrics.to_pylist() if r["checkpoint_id"] in wanted]
+    place = part.placement
+    rows.sort(key=lambda r: (place[r["run_id"]][0], r["epoch"], r["step"], place[r["run_id"]][1]))
+    columns = {f.name: [] for f in schema if f.name != "weights"}
+    for row in rows:
+        full = _full_row(row, part.landscape.get(row["checkpoint_id"], {}))
+        for name, values in columns.items():
+            values.append(full.get(name))
+    arrays = [_array(values, schema.field(name).type) for name, values in columns.items()]
+    p = schema.field("weights").type.list_size
+    flat = np.empty((len(rows), p), dtype=np.float32)  # (N, P), filled in place: one copy
+    for i, row in enumerate(rows):
+        _fill(flat[i], tensors, row["checkpoint_id"], names)
+    weights = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), pa.float32()), p)
+    table = pa.Table.from_arrays([*arrays, weights], schema=schema.remove_metadata())
+    bounds: dict[str, tuple[int, int]] = {}
+    for i, row in enumerate(rows):
+        start, _ = bounds.get(place[row["run_id"]][0], (i, i))
+        bounds[place[row["run_id"]][0]] = (start, i + 1)
+    return table.replace_schema_metadata(_table_metadata(table)), bounds
+
+
+def _full_row(row: dict, landscape: dict) -> dict:
+    """A train-shard row with its run's config, seed, gaps and landscape columns added."""
+    config = json.loads(row["run_config"])
+    out = {k: v for k, v in row.items() if k not in ("run_config", "batch_id")}
+    for section in SECTIONS:
+        for key, value in config[section].items():
+            out[f"{section}__{key}"] = value
+    out["seed"] = config["seed"]
+    if "train_loss" in out:
+        out["gen_gap_loss"] = out["test_loss"] - out["train_loss"]
+    if "train_acc" in out:
+        out["gen_gap_acc"] = out["train_acc"] - out["test_acc"]
+    return out | landscape
+
+
+def _fill(out: np.ndarray, tensors: dict, ckpt: str, names: list[str]) -> None:
+    """One checkpoint's flat vector written into ``out`` (its parameters in layout order)."""
+    start = 0
+    for name in names:
+        value = tensors[tensor_name(ckpt, name)].reshape(-1)
+        out[start : start + len(value)] = value
+        start += len(value)
+
+
+def _metadata(data: bytes) -> dict:
+    size = int.from_bytes(data[:8], "little")
+    return dict(json.loads(data[8 : 8 + size]).get("__metadata__") or {})
+
+
+def _array(values: list, kind: pa.DataType) -> pa.Array:
+    """A column as every ``datasets`` format and the default DataLoader collate read it:
+    booleans stored as int8 are 1/0 (null: NaN in torch), fixed-length lists are NaN-filled and
+    text is "" where absent (a null list, or a batch whose first text is null, stops them); a
+    null number stays null (NaN in torch)."""
+    if pa.types.is_fixed_size_list(kind):
+        n = kind.list_size
+        filled = [v if v is not None else [math.nan] * n for v in values]
+        flat = np.asarray(filled, dtype=np.float64).reshape(-1)
+        return pa.FixedSizeListArray.from_arrays(pa.array(flat, kind.value_type), n)
+    if pa.types.is_int8(kind):
+        values = [None if v is None else int(v) for v in values]
+    elif pa.types.is_string(kind):
+        values = ["" if v is None else v for v in values]
+    return pa.array(values, type=kind)
+
+
+def _table_metadata(table: pa.Table) -> dict:
+    """``datasets``' Features (weights: a fixed-length float32 list) and zoo's versions."""
+    features = datasets.Features.from_arrow_schema(table.schema)
+    zoo = {"zoo_version": __version__, "schema_version": SCHEMA_VERSION}
+    return {
         b"huggingface": json.dumps({"info": {"features": features.to_dict()}}).encode(),
-        b"zoo": json.dumps(
-            {
-                "zoo_version": __version__,
-                "schema_version": SCHEMA_VERSION,
-                "layout_sha256": layout.sha256,
-            }
-        ).encode(),
+        b"zoo": json.dumps(zoo).encode(),
     }
-    return table.replace_schema_metadata(meta)
 
 
-def write_parquet_files(
-    folder: Path, config: str, split: str, table: pa.Table, weights_encoding: str | None = None
-) -> list[str]:
-    """Write one split of one config as viewer-friendly Parquet files; return their paths.
+# --- writing ------------------------------------------------------------------------------------
+
+
+def encode_files(
+    config: str, split: str, part: str, table: pa.Table, weights_encoding: str | None = None
+) -> list[tuple[str, bytes]]:
+    """One part's rows of one split as viewer-friendly Parquet files: ``[(path, bytes)]``.
 
     Files hold at most ``FILE_BYTES`` and row groups at most ``ROW_GROUP_BYTES`` of the table
     (uncompressed), zstd-compressed. Float list columns (``weights``) are written without
     dictionary or statistics (min/max of a weight vector's elements help no reader), with
     ``weights_encoding``, or (``None``) the one of ``WEIGHTS_ENCODINGS`` that encodes the file's
-    first row group smallest.
+    first ``ENCODING_SAMPLE_ROWS`` rows smallest.
     """
     row_bytes = max(1, table.nbytes // max(1, table.num_rows))
     per_file = max(1, FILE_BYTES // row_bytes)
@@ -130,10 +252,10 @@ def write_parquet_files(
     ]
     others = [n for n in table.column_names if n not in floats]
 
-    def encode(part: pa.Table, encoding: str) -> pa.Buffer:
+    def encode(rows: pa.Table, encoding: str) -> pa.Buffer:
         sink = pa.BufferOutputStream()
         pq.write_table(
-            part,
+            rows,
             sink,
             compression=COMPRESSION,
             row_group_size=per_group,
@@ -144,12 +266,23 @@ def write_parquet_files(
         return sink.getvalue()
 
     trials = [weights_encoding] if weights_encoding or not floats else WEIGHTS_ENCODINGS
-    paths = []
+    out = []
     for i in range(count):
-        part = table.slice(i * per_file, per_file)
-        sample = part.slice(0, per_group)
+        rows = table.slice(i * per_file, per_file)
+        sample = rows.slice(0, min(per_group, ENCODING_SAMPLE_ROWS))
         best = min(trials, key=lambda e: encode(sample, e).size) if len(trials) > 1 else trials[0]
-        rel = data_file(config, split, i, count)
-        atomic_write_bytes(folder / rel, encode(part, best or "PLAIN").to_pybytes())
+        out.append((data_file(config, split, part, i), encode(rows, best or "PLAIN").to_pybytes()))
+    return out
+
+
+def write_parquet_files(
+    folder: Path, config: str, split: str, table: pa.Table, weights_encoding: str | None = None
+) -> list[str]:
+    """:func:`encode_files` written under ``folder`` (a dataset folder); returns the paths."""
+    from zoo.store.fs import atomic_write_bytes
+
+    paths = []
+    for rel, data in encode_files(config, split, "p", table, weights_encoding):
+        atomic_write_bytes(Path(folder) / rel, data)
         paths.append(rel)
     return paths

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
+
+from zoo.store.fs import atomic_write_bytes
 
 DEFAULT_METRICS = (
     "test_acc",
@@ -30,11 +33,10 @@ def cell_grid(rows: list[dict], x: str, y: str, metric: str, epoch: int):
     """Mean of ``metric`` per (x, y) grid point at ``epoch``, and the phase labels seen there."""
     values, phases = defaultdict(list), defaultdict(set)
     for row in rows:
-        if row.get("epoch") != epoch or row.get(metric) is None:
+        if row.get("epoch") != epoch or not _number(row.get(metric)):
             continue
         key = (row[column_of(x)], row[column_of(y)])
-        if isinstance(row[metric], int | float) and math.isfinite(row[metric]):
-            values[key].append(row[metric])
+        values[key].append(row[metric])
         if row.get("phase"):
             phases[key].add(row["phase"])
     xs = sorted({k[0] for k in values})
@@ -85,10 +87,15 @@ def plot_phase_diagram(
                 )
     ax.set_title(title or f"{metric} at epoch {epoch}", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())  # a local folder or the store's URL
     return path
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def plot_metrics(
@@ -97,7 +104,7 @@ def plot_metrics(
     """One heatmap per metric present in ``rows``; returns the written paths."""
     written = []
     for metric in metrics:
-        if not any(row.get(metric) is not None for row in rows):
+        if not any(_number(row.get(metric)) for row in rows):
             continue
         path = folder / f"{prefix}{metric}.png"
         title = f"{metric} at epoch {epoch} (labels: phase)"

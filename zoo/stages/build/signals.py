@@ -13,13 +13,16 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from zoo.layout import Layout
 from zoo.naming import IMAGES_DIR, REPO_PLACEHOLDER
 from zoo.nn.architectures import to_module
-from zoo.recipe import Recipe, signal_tasks
-from zoo.stages.build.collect import ConfigRows
+from zoo.recipe import Recipe, RunConfig, signal_tasks
+from zoo.stages.build.card import ConfigSummary
+from zoo.store.fs import open_file
 from zoo.tasks import Task, load_task
 from zoo.tasks.signals import coordinate_grid
 
@@ -56,12 +59,6 @@ _ACTIVATIONS = {
 def is_signal_zoo(recipe: Recipe) -> bool:
     """Whether the recipe's runs fit one signal each (a task with ``task.index``)."""
     return recipe.resolved["task"]["name"] in signal_tasks()
-
-
-def run_task(columns: dict[str, list], i: int) -> Task:
-    """The task of row ``i``, from its ``task__*`` columns (the run's resolved task config)."""
-    cfg = {k[len("task__") :]: v[i] for k, v in columns.items() if k.startswith("task__")}
-    return load_task(cfg)
 
 
 # --- the card -------------------------------------------------------------------------------------
@@ -171,24 +168,39 @@ def signal_section(recipe: Recipe, config: str, layout: Layout, first: Task) -> 
     )
 
 
-def card_extras(recipe: Recipe, configs: dict[str, ConfigRows]) -> tuple[str, dict[str, str]]:
+def card_extras(
+    recipe: Recipe, configs: list[ConfigSummary], runs: dict[str, RunConfig]
+) -> tuple[str, dict[str, str]]:
     """The signal section and the column docs of a signal zoo (``("", {})`` for others)."""
     if not is_signal_zoo(recipe):
         return "", {}
-    name = sorted(configs)[0]
-    rows = configs[name]
-    first = run_task(rows.columns, 0)
-    return signal_section(recipe, name, rows.layout, first), SIGNAL_COLUMN_DOCS
+    first = configs[0]
+    task = load_task(runs[first.table["run_id"][0].as_py()].task)
+    return signal_section(recipe, first.name, first.layout, task), SIGNAL_COLUMN_DOCS
+
+
+METRICS_TEXT = (
+    "**Metrics.** Each network fits one signal (see Rendering a network). `train_loss` is the "
+    "mean squared error of its outputs against the signal's values (scaled to [-1, 1]) at the "
+    "training coordinates, `test_loss` at the test coordinates (`inr_image` without "
+    "`task.holdout`: the whole image again; `inr_sinusoid`: the midpoints), computed from the "
+    "weights as stored (float32); `train_psnr` / `test_psnr` are `10 log10(2² / loss)` dB (the "
+    "PSNR of the signal in [0, 1] with peak 1); `gen_gap_loss` = test_loss − train_loss. A "
+    "full-batch epoch (batch_size at least the number of points) visits the coordinates in grid "
+    "order, one step per epoch."
+)
 
 
 # --- figures ------------------------------------------------------------------------------------
 
 
-def _shown(rows: ConfigRows, limit: int = MAX_SHOWN) -> list[int]:
+def _shown(table: pa.Table, limit: int = MAX_SHOWN) -> list[int]:
     """Rows to show: the last epoch, the first seed, one per label (or index) first."""
-    cols = rows.columns
+    cols = table.select(
+        [c for c in ("epoch", "seed", "task__index", "label") if c in table.column_names]
+    ).to_pydict()
     last = max(cols["epoch"])
-    cand = [i for i in range(len(rows.weights)) if cols["epoch"][i] == last]
+    cand = [i for i, e in enumerate(cols["epoch"]) if e == last]
     view = min(cols["seed"][i] for i in cand)
     cand = sorted(
         (i for i in cand if cols["seed"][i] == view), key=lambda i: cols["task__index"][i]
@@ -199,14 +211,31 @@ def _shown(rows: ConfigRows, limit: int = MAX_SHOWN) -> list[int]:
     return (firsts + rest)[:limit]
 
 
-def _render(rows: ConfigRows, i: int, task: Task) -> np.ndarray:
-    """Row ``i``'s network on the signal's whole grid, ``(points, C)``."""
-    module = to_module(rows.weights[i], rows.layout)
+def _weights(config: ConfigSummary, folder: Path, ckpts: list[str]) -> dict[str, np.ndarray]:
+    """checkpoint_id -> weights of the wanted rows, reading the weights of their files only."""
+    out: dict[str, np.ndarray] = {}
+    for paths in config.files.values():
+        for rel in paths:
+            with open_file(folder / rel) as f:
+                ids = pq.read_table(f, columns=["checkpoint_id"])["checkpoint_id"].to_pylist()
+            rows = [i for i, c in enumerate(ids) if c in ckpts]
+            if rows:
+                with open_file(folder / rel) as f:
+                    weights = pq.read_table(f, columns=["weights"])["weights"]
+                out.update({ids[i]: np.asarray(weights[i].as_py(), np.float32) for i in rows})
+    return out
+
+
+def _render(weights: np.ndarray, layout: Layout, task: Task) -> np.ndarray:
+    """A network on the signal's whole grid, ``(points, C)``."""
+    module = to_module(weights, layout)
     with torch.no_grad():
         return module(coordinate_grid(task.signal.shape)).numpy()
 
 
-def draw_signal_figures(recipe: Recipe, configs: dict[str, ConfigRows], folder: Path) -> list[Path]:
+def draw_signal_figures(
+    recipe: Recipe, configs: list[ConfigSummary], folder: Path, runs: dict[str, RunConfig]
+) -> list[Path]:
     """``images/inr_renderings.png`` (signals above, their networks' renderings below, at the
     last epoch) and ``images/inr_psnr.png`` (the PSNR of every network at the last epoch)."""
     if not is_signal_zoo(recipe):
@@ -216,21 +245,24 @@ def draw_signal_figures(recipe: Recipe, configs: dict[str, ConfigRows], folder: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = configs[sorted(configs)[0]]
+    config = configs[0]
     out = folder / IMAGES_DIR
     out.mkdir(parents=True, exist_ok=True)
-    shown = _shown(rows)
-    tasks = [run_task(rows.columns, i) for i in shown]
+    shown = _shown(config.table)
+    ckpts = [config.table["checkpoint_id"][i].as_py() for i in shown]
+    weights = _weights(config, folder, ckpts)
+    psnr = config.table["train_psnr"].to_pylist()
     fig, axes = plt.subplots(2, len(shown), figsize=(1.6 * len(shown), 4.0), squeeze=False)
-    for j, (i, task) in enumerate(zip(shown, tasks, strict=True)):
+    for j, (i, ckpt) in enumerate(zip(shown, ckpts, strict=True)):
+        task = load_task(runs[ckpt.rpartition("-")[0]].task)
         _panel(axes[0, j], task.signal.values.numpy(), task, "signal")
-        title = f"{rows.columns['train_psnr'][i]:.1f} dB"
-        _panel(axes[1, j], _render(rows, i, task), task, title)
+        rendered = _render(weights[ckpt], config.layout, task)
+        _panel(axes[1, j], rendered, task, f"{psnr[i]:.1f} dB")
     fig.suptitle("signals (top) and their networks (bottom), last epoch", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / RENDERINGS, dpi=110)
     plt.close(fig)
-    return [out / RENDERINGS, _psnr_histogram(rows, out / PSNR)]
+    return [out / RENDERINGS, _psnr_histogram(config.table, out / PSNR)]
 
 
 def _panel(ax, values: np.ndarray, task: Task, title: str) -> None:
@@ -248,10 +280,10 @@ def _panel(ax, values: np.ndarray, task: Task, title: str) -> None:
     ax.set_title(title if label is None or title != "signal" else f"label {label}", fontsize=8)
 
 
-def _psnr_histogram(rows: ConfigRows, path: Path) -> Path:
+def _psnr_histogram(table: pa.Table, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    cols = rows.columns
+    cols = table.select(["epoch", "train_psnr"]).to_pydict()
     last = max(cols["epoch"])
     psnr = [p for p, e in zip(cols["train_psnr"], cols["epoch"], strict=True) if e == last]
     finite = [p for p in psnr if p is not None and math.isfinite(p)]

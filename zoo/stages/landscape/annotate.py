@@ -8,8 +8,8 @@ mode connectivity between seed pairs — copied into every row of the cell. Phas
 every cell of the zoo (thresholds are relative to the zoo's median), so they are assigned at
 build time (:func:`zoo.stages.landscape.phases.label_cells`) from these columns.
 
-A landscape batch holds whole cells of one architecture; its id hashes its run ids *and* the
-landscape settings, so changing the settings recomputes and nothing else does.
+A landscape batch is one grid cell; its id hashes its run ids *and* the landscape settings, so
+changing the settings recomputes, a grown recipe annotates its new cells, and nothing else runs.
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ import torch
 from zoo import streams
 from zoo.errors import LandscapeError
 from zoo.layout import unflatten
-from zoo.naming import checkpoint_id, short_hash
+from zoo.naming import checkpoint_id, short_hash, tensor_name
 from zoo.nn.architectures import build_model
 from zoo.nn.inits import init_model
 from zoo.recipe import Recipe, RunConfig, expand_recipe
 from zoo.stages.landscape.hessian import PopulationHVP, hutchinson_trace, lanczos_top, rademacher
 from zoo.stages.landscape.metrics import (
-    barrier,
     bezier_mc,
     fit_bezier,
     interpolation_losses,
@@ -43,12 +42,11 @@ from zoo.stages.landscape.metrics import (
     weight_metrics,
 )
 from zoo.stages.landscape.phases import PHASE_RULE
-from zoo.stages.plan import population_key
 from zoo.store.manifest import Manifest
-from zoo.store.shards import read_tensor_shard, write_table_shard
+from zoo.store.shards import read_tensor_metadata, read_tensors, write_table_shard
 from zoo.streams import numpy_rng, torch_generator
 from zoo.tasks import Task, load_task
-from zoo.weightspace.align import align
+from zoo.weightspace.align import align, barrier_height
 
 
 @dataclass(frozen=True)
@@ -75,28 +73,19 @@ def at_epochs(settings: dict, run: RunConfig) -> list[int]:
     return sorted(settings["at"]) if settings.get("at") else [max(run.checkpoints)]
 
 
-def plan_landscape(runs: list[RunConfig], settings: dict, size: int) -> list[LandscapeBatch]:
-    """Pack whole cells of the same architecture into batches of about ``size`` runs."""
-    groups: dict[str, dict[str, list[RunConfig]]] = {}
+def plan_landscape(runs: list[RunConfig], settings: dict) -> list[LandscapeBatch]:
+    """One batch per grid cell (its seeds are annotated together: CKA, barriers and mode
+    connectivity compare them). A batch's id hashes its runs and the settings, so a grown recipe
+    annotates only its new and changed cells (a cell with more seeds is a new batch)."""
+    cells: dict[str, list[RunConfig]] = {}
     for run in runs:
-        groups.setdefault(population_key(run), {}).setdefault(run.cell_id, []).append(run)
-    batches = []
-    for cells in groups.values():
-        current: list[RunConfig] = []
-        for cell in cells.values():
-            if current and len(current) + len(cell) > size:
-                batches.append(_batch(current, settings))
-                current = []
-            current += cell
-        if current:
-            batches.append(_batch(current, settings))
-    return batches
+        cells.setdefault(run.cell_id, []).append(run)
+    return [_batch(cell, settings) for cell in cells.values()]
 
 
 def plan_landscape_batches(recipe: Recipe) -> list[LandscapeBatch]:
-    """The landscape batches of a recipe (whole grid cells, about ``population_size`` runs)."""
-    settings = recipe.resolved["landscape"]
-    return plan_landscape(expand_recipe(recipe), settings, recipe.execution["population_size"])
+    """The landscape batches of a recipe: one per grid cell (:func:`plan_landscape`)."""
+    return plan_landscape(expand_recipe(recipe), recipe.resolved["landscape"])
 
 
 def _batch(runs: list[RunConfig], settings: dict) -> LandscapeBatch:
@@ -116,16 +105,18 @@ def probe_sample(task: Task, probe: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_checkpoints(out_dir: str, runs, epochs: list[int]) -> dict[str, torch.Tensor]:
-    """Flat float32 weights ``{checkpoint_id: (P,)}`` of the runs at ``epochs`` from the store."""
+    """Flat float32 weights ``{checkpoint_id: (P,)}`` of the runs at ``epochs`` from the store
+    (only those tensors are read from each shard)."""
     wanted = {checkpoint_id(r.run_id, e) for r in runs for e in epochs}
     found: dict[str, torch.Tensor] = {}
     for rec in Manifest(out_dir).records("train"):
-        if rec.ext != "safetensors" or not wanted.intersection(rec.checkpoint_ids):
+        here = sorted(wanted.intersection(rec.checkpoint_ids))
+        if rec.ext != "safetensors" or not here:
             continue
-        tensors, meta = read_tensor_shard(out_dir, rec.path)
-        names = json.loads(meta["layout"])["names"]
-        for ckpt in wanted.intersection(rec.checkpoint_ids):
-            found[ckpt] = torch.cat([tensors[f"{ckpt}/{n}"].reshape(-1) for n in names])
+        names = json.loads(read_tensor_metadata(out_dir, rec.path)["layout"])["names"]
+        tensors = read_tensors(out_dir, rec.path, [tensor_name(c, n) for c in here for n in names])
+        for ckpt in here:
+            found[ckpt] = torch.cat([tensors[tensor_name(ckpt, n)].reshape(-1) for n in names])
     missing = wanted - set(found)
     if missing:
         raise LandscapeError(
@@ -139,7 +130,8 @@ def landscape_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
     """One Dask task: annotate a landscape batch, write its metric shard, return the receipt."""
     torch.set_num_threads(options.get("threads_per_worker", 1))
     lb = LandscapeBatch.from_dict(batch)
-    table = annotate(lb, out_dir, dtype=torch.float64 if options.get("float64") else torch.float32)
+    dtype = torch.float64 if options.get("float64") else torch.float32
+    table = annotate(lb, out_dir, dtype=dtype, check_stop=options.get("check_stop"))
     ckpts = table.column("checkpoint_id").to_pylist()
     rec = write_table_shard(
         out_dir,
@@ -153,8 +145,9 @@ def landscape_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
     return [rec.to_dict()]
 
 
-def annotate(lb: LandscapeBatch, out_dir: str, dtype=torch.float32) -> pa.Table:
-    """Every metric of the batch's checkpoints at its ``at`` epochs, one row per checkpoint."""
+def annotate(lb: LandscapeBatch, out_dir: str, dtype=torch.float32, check_stop=None) -> pa.Table:
+    """Every metric of the batch's checkpoints at its ``at`` epochs, one row per checkpoint;
+    ``check_stop`` (if given) is called before each epoch's checkpoints (it raises to stop)."""
     first = lb.runs[0]
     task = load_task(first.task)
     module, layout = build_model(first.model, task.input_shape, task.n_classes)
@@ -171,6 +164,8 @@ def annotate(lb: LandscapeBatch, out_dir: str, dtype=torch.float32) -> pa.Table:
     weights = load_checkpoints(out_dir, lb.runs, epochs)
     rows = []
     for epoch in epochs:
+        if check_stop:
+            check_stop()
         flat = torch.stack([weights[checkpoint_id(r.run_id, epoch)] for r in lb.runs]).to(dtype)
         rows += _epoch_rows(lb, module, layout, flat, init, x, y, epoch)
     keys = list(dict.fromkeys(k for row in rows for k in row))  # cells may lack pair columns
@@ -308,13 +303,13 @@ def _pair_stats(lb, module, layout, flat, members, pairs, a, b, x, y, metrics, s
         out.update(_mean_std("cka", cka))
     if "barrier" in metrics or "phase" in metrics:
         losses = interpolation_losses(module, layout, a, b, x, y, settings["barrier"]["points"])
-        out.update(_mean_std("barrier", barrier(losses).tolist()))
+        out.update(_mean_std("barrier", barrier_height(losses).tolist()))
     if "barrier" in metrics and settings["barrier"]["aligned"]:
         matched = align(b, a, layout, seed=epoch).weights  # b's units permuted to match a's
         losses = interpolation_losses(
             module, layout, a, matched, x, y, settings["barrier"]["points"]
         )
-        out.update(_mean_std("barrier_aligned", barrier(losses).tolist()))
+        out.update(_mean_std("barrier_aligned", barrier_height(losses).tolist()))
     if "bezier" in metrics:
         gen = torch_generator(lb.runs[members[0]].seed, streams.BEZIER, epoch)
         bend = fit_bezier(module, layout, a, b, x, y, settings["bezier"], gen)

@@ -166,11 +166,6 @@ def interpolation_losses(
     return losses.view(len(a), points)
 
 
-def barrier(losses: torch.Tensor) -> torch.Tensor:
-    """max_α L(α) − (L(0) + L(1))/2 for each row of ``losses: (K, points)``."""
-    return losses.max(1).values - (losses[:, 0] + losses[:, -1]) / 2
-
-
 def bezier_points(a, bend, b, t: torch.Tensor) -> torch.Tensor:
     """Quadratic Bezier γ(t) = (1−t)²a + 2t(1−t)·bend + t²b: ``(K, T, P)`` for ``t: (T,)``."""
     t = t.to(a.dtype)[None, :, None]

@@ -114,3 +114,23 @@ def label(trained: bool, sharp: bool, mc: float, tol: float, cka: float, cka_thr
     if math.isnan(cka) or math.isnan(cka_thr):
         return "IV"
     return "IV-B" if cka >= cka_thr else "IV-A"
+
+
+def describe_rule(cfg: dict) -> str:
+    """The rule with its settings, in words (the dataset card quotes it)."""
+    cka = (
+        f"{cfg['cka_threshold']:g}"
+        if cfg["cka_threshold"] is not None
+        else "the zoo's median CKA at that epoch"
+    )
+    return (
+        f"Rule `{PHASE_RULE}`, per grid cell and epoch (Yang et al. 2021 publish no thresholds; "
+        "this rule is ours, and every input is a column). trained: mean probe loss ≤ "
+        f"{cfg['loss_fraction']:g} × its mean at initialization. sharp: log of the mean λ_max > "
+        "the zoo's median of that at the epoch + "
+        f"{cfg['hessian_log_margin']:g}. mc: Bezier mode connectivity when computed, else "
+        "−barrier_mean; it counts as ≈ 0 when |mc| ≤ tol = max("
+        f"{cfg['mc_floor']:g}, {cfg['mc_k']:g} × the seeds' std of the probe loss). Labels: not "
+        "trained or sharp → I if mc < −tol, else II; trained and flat → III if mc < −tol, else "
+        f"IV-B if the cell's mean CKA ≥ {cka}, else IV-A."
+    )
