@@ -295,11 +295,11 @@ def describe_image(cfg: dict) -> str:
     }[cfg.get("order", "per_class")]
     holdout = cfg.get("holdout", 0.0)
     test = (
-        f"the test split holds round({holdout} × H·W) pixels, the first of "
+        f"the task's test set holds round({holdout} × H·W) pixels, the first of "
         "`numpy.random.default_rng(numpy.random.SeedSequence([order_seed, 62])).permutation(H·W)`"
-        ", the training split the rest (both in grid order)"
+        ", its training set the rest (both in grid order)"
         if holdout
-        else "the test split is the whole image again (test_loss = train_loss)"
+        else "the task's test set is the whole image again (test_loss = train_loss)"
     )
     return (
         f"One image per run, from {source}, split `{cfg.get('split', 'train')}`: `task.index` "
@@ -320,5 +320,5 @@ def describe_sinusoid(cfg: dict) -> str:
         f"*{freq})`, a = `rng.uniform(*{amp})`, then φ = `rng.uniform(0, 2π)` (the row's "
         "`signal_*` columns). The grid "
         f"`linspace(-1, 1, {2 * points - 1})`: its even points (both ends included) are the "
-        "training split, its odd points (the midpoints) the test split."
+        "task's training set, its odd points (the midpoints) its test set."
     )
