@@ -244,9 +244,8 @@ def main() -> None:
     t0 = time.perf_counter()
     size = write_store(recipe_for(large, cells, seeds))
     large_runs = cells * seeds
-    print(
-        f"large store: {mb(size)}, {large_runs * 10:,} checkpoints (written in {time.perf_counter() - t0:.0f} s)"
-    )
+    written = time.perf_counter() - t0
+    print(f"large store: {mb(size)}, {large_runs * 10:,} checkpoints (written in {written:.0f} s)")
     speeds = {}
     for workers in (0, 1, 2):
         forget_build(large)
@@ -275,10 +274,11 @@ def main() -> None:
     }
     rewritten = sum(s for p, (s, m) in after.items() if before.get(p) != (s, m))
     print("\n".join(lines))
+    grown_total = sum(s for s, _ in after.values())
     print(
-        f"\n2 workers / 1 worker: {speeds[2] / speeds[1]:.2f}x; grown by 5% ({grown_runs - large_runs} "
-        f"runs): rebuild {r['seconds']:.1f} s, rewrote {mb(rewritten)} of {mb(sum(s for s, _ in after.values()))} "
-        f"({rewritten / sum(s for s, _ in after.values()):.3f}); before: {mb(total)}"
+        f"\n2 workers / 1 worker: {speeds[2] / speeds[1]:.2f}x; grown by 5% "
+        f"({grown_runs - large_runs} runs): rebuild {r['seconds']:.1f} s, rewrote "
+        f"{mb(rewritten)} of {mb(grown_total)} ({rewritten / grown_total:.3f}); before: {mb(total)}"
     )
 
 

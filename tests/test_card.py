@@ -69,7 +69,7 @@ def test_header_is_what_the_hub_and_datasets_read(folder):
     assert {s: i.num_examples for s, i in info.splits.items()} == {
         s: len(d) for s, d in loaded.items()
     }
-    assert info.download_size == sum(p.stat().st_size for p in folder.glob("data/*/*.parquet"))
+    assert info.download_size == sum(p.stat().st_size for p in folder.glob("data/mlp_d1_w8/*"))
     data = card.data.to_dict()
     assert data["license"] == "cc-by-4.0" and data["size_categories"] == ["n<1K"]
     assert {"weight-space-learning", "model-zoo"} <= set(data["tags"])
@@ -165,3 +165,26 @@ def test_a_sampled_recipe_says_what_it_samples(tmp_path):
     assert "| `train.lr` | sampled (2 draws, seed 3) | log_uniform [0.01, 0.1] |" in text
     assert "at learning rate sampled" in text and "2 points drawn at random" in text
     assert "checkpoints:\n  epochs:\n  - 0" in text  # the schedule is among the fixed settings
+
+
+def test_the_metadata_config_holds_every_row_but_no_weight(folder):
+    """Issue 17: filter and plot the whole zoo without downloading a weight."""
+    meta = datasets.load_dataset(str(folder), "metadata", split="rows")
+    weights = datasets.load_dataset(str(folder), "mlp_d1_w8")
+    assert "weights" not in meta.column_names and {"config", "split"} <= set(meta.column_names)
+    assert len(meta) == sum(len(ds) for ds in weights.values())
+    by_split = {s: sorted(d["checkpoint_id"]) for s, d in weights.items()}
+    for split, ids in by_split.items():
+        assert sorted(meta.filter(lambda r, s=split: r["split"] == s)["checkpoint_id"]) == ids
+    card = DatasetCard((folder / "README.md").read_text())
+    names = [c["config_name"] for c in card.data.to_dict()["configs"]]
+    assert names == ["mlp_d1_w8", "metadata"]
+
+
+def test_the_published_recipe_carries_no_machine_path(tmp_path):
+    """Issue 13: the same zoo built in two folders publishes the same recipe.yaml."""
+    files = [
+        (zoo.run(tiny_recipe(tmp_path / name / "deep" / "out")) / "recipe.yaml").read_bytes()
+        for name in ("a", "b")
+    ]
+    assert files[0] == files[1] and str(tmp_path).encode() not in files[0]

@@ -46,7 +46,7 @@ def test_rows_carry_every_metric_and_a_phase(tmp_path):
         assert math.isfinite(r["mc_mean"]) and math.isfinite(r["barrier_mean"])
         assert 0 <= r["barrier_aligned_mean"] < math.inf  # endpoints lie on the path: >= 0
         assert r["phase"] in ("I", "II", "III", "IV-A", "IV-B")
-        assert r["phase_rule"] == "yang2021-zoo-v1"
+        assert r["phase_rule"] == "yang2021-zoo-v2" and r["phase_mc_source"] == "bezier"
     assert all(r["probe_loss"] is None for r in rows if r["epoch"] == 0)
     assert sorted(p.name for p in (folder / "images").glob("*.png"))  # phase diagrams drawn
     seeds = {}

@@ -3,6 +3,7 @@
 # `zoo --help` do not import torch, `datasets` and matplotlib; editors and type checkers read
 # them as plain imports.
 from zoo.dist.pipeline import run as run
+from zoo.dist.pipeline import study as study
 from zoo.dist.pipeline import train as train
 from zoo.errors import ZooError as ZooError
 from zoo.hub.load import iter_weights as iter_weights

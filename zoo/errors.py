@@ -42,6 +42,11 @@ class LandscapeError(ZooError, RuntimeError):
     """The landscape stage cannot annotate: checkpoints it needs are not in the store."""
 
 
+class StudyError(ZooError, ValueError):
+    """A study cannot run: an epoch that is not a checkpoint, a second task that does not fit
+    the models, or an unknown study kind."""
+
+
 class StoreError(ZooError, OSError):
     """A shard or the manifest is missing, unreadable or corrupt."""
 

@@ -35,6 +35,8 @@ LAYOUT_FILE = "layout.json"
 DATA_DIR = "data"
 IMAGES_DIR = "images"
 PLOTS_DIR = "plots"  # `zoo plot` writes here, beside the dataset, not inside it
+METADATA_CONFIG = "metadata"  # the config of every row's columns but the weights
+METADATA_SPLIT = "rows"  # its one split (every row of every config and split)
 
 # The card's load snippet names this repo until `zoo push` writes the real repo id in its place.
 REPO_PLACEHOLDER = "<user>/<name>"

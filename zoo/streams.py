@@ -67,6 +67,9 @@ GENERATOR_AVERAGE = 42  # generator evaluation: the average-of-k baseline
 GENERATOR_GAUSSIAN = 43  # generator evaluation: the per-coordinate Gaussian baseline
 LEARN = 51  # downstream baselines: weight-space nets' init (key 1) and augmentations (key 2)
 INIT_SIGNAL = 63  # signal tasks: a run's initial weights from its seed and task.index
+STUDY_ORDER = 80  # studies: fine-tune minibatch order (keys: study, epoch)
+STUDY_HEAD = 81  # studies: the fresh readout of a transfer fine-tune (seed: the run's)
+STUDY_PERMUTATION = 82  # studies: phase-label shuffles of the permutation test
 
 RUN_STREAMS = {
     "INIT": INIT,
@@ -83,6 +86,9 @@ RUN_STREAMS = {
     "GENERATOR_GAUSSIAN": GENERATOR_GAUSSIAN,
     "LEARN": LEARN,
     "INIT_SIGNAL": INIT_SIGNAL,
+    "STUDY_ORDER": STUDY_ORDER,
+    "STUDY_HEAD": STUDY_HEAD,
+    "STUDY_PERMUTATION": STUDY_PERMUTATION,
 }
 
 

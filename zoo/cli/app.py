@@ -371,11 +371,12 @@ def _print_inspect(out: Path, console: Console | None = None) -> None:
 
     folder = out / DATASET_DIR
     layouts = json.loads((folder / LAYOUT_FILE).read_text())
-    rows, metric = [], "test_acc"
+    rows, labelled, metric = [], [], "test_acc"
     for config in layouts:
         for split, ds in datasets.load_dataset(str(folder), config).items():
             metric = "test_acc" if "test_acc" in ds.features else "test_psnr"  # signal zoos
             rows.append((config, split, len(ds), _inspect_cells(ds, metric)))
+            labelled += _coverage_rows(ds)
     phased = any(cells[-1] for *_, cells in rows)
     unhealthy = any(cells[1] for *_, cells in rows)
     table = Table(title=f"zoo {out}", box=box.SIMPLE_HEAD, title_justify="left")
@@ -396,6 +397,45 @@ def _print_inspect(out: Path, console: Console | None = None) -> None:
     if phased:
         notes.append("phases: cells' labels at the last annotated epoch")
     console.print("\n".join(notes))
+    _print_coverage(labelled)
+
+
+def _coverage_rows(ds) -> list[dict]:
+    """The columns phase coverage reads, as rows (none without a phase column)."""
+    from zoo.stages.build.phasecard import COVERAGE_COLUMNS
+
+    if "phase" not in ds.features:
+        return []
+    keep = [c for c in ds.column_names if c in COVERAGE_COLUMNS or "__" in c]
+    return ds.select_columns(keep).to_list()
+
+
+def _print_coverage(rows: list[dict]) -> None:
+    """Which phases the zoo covers, where each grid axis changes the label, uncertain cells."""
+    from zoo.stages.build.phasecard import axis_name, coverage_summary
+    from zoo.stages.landscape.coverage import phase_coverage
+
+    cov = phase_coverage(rows)
+    if cov is None:
+        return
+    print_out(coverage_summary(cov))
+    if cov.steps:
+        steps = Table(title="where the phase label changes along each grid axis")
+        for col in ("axis", "step", "lines that change", "changes"):
+            steps.add_column(col)
+        for s in cov.steps:
+            changes = ", ".join(f"{k} x{n}" for k, n in sorted(s.changes.items())) or "-"
+            steps.add_row(
+                axis_name(s.axis), f"{s.low} -> {s.high}", f"{s.changed}/{s.lines}", changes
+            )
+        Console().print(steps)
+    if cov.uncertain:
+        unsure = Table(title=f"{len(cov.uncertain)} uncertain cells (an input near its threshold)")
+        for col in (*map(axis_name, cov.axes), "phase", "near"):
+            unsure.add_column(col)
+        for u in cov.uncertain:
+            unsure.add_row(*(str(u.values.get(a)) for a in cov.axes), u.phase, u.near)
+        Console().print(unsure)
 
 
 def _inspect_cells(ds, metric: str = "test_acc") -> list[str]:
@@ -447,6 +487,53 @@ def landscape(
     except ZooError as err:
         _fail(err)
     console.print(f"annotated and rebuilt {folder}")
+
+
+@app.command()
+def study(
+    out: OutArg,
+    kind: Annotated[str, typer.Argument(help="averaging, pruning or transfer.")],
+    set: SetOpt = None,
+    workers: WorkersOpt = None,
+    scheduler: SchedulerOpt = None,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+    json_log: JsonLogOpt = None,
+):
+    """Study what the phases mean downstream, then rebuild the dataset with the study as the
+    config study_KIND (resumable).
+
+    averaging: each cell's seeds averaged, plain and after weight matching, vs the endpoints.
+    pruning: global magnitude pruning at several sparsities, with and without a fine-tune.
+    transfer: linear probe and full fine-tune on a second task vs training from scratch.
+    Settings: the recipe's `studies:` section (--set studies.transfer.epochs=3 changes it and
+    is written to OUT/recipe.yaml). Example: zoo study out/teacher_mlp_phases averaging
+    """
+    from zoo.stages.study import check_kind, plan_study, study_stage
+    from zoo.store.fs import atomic_write_bytes
+
+    try:
+        rec = load_recipe(out / RECIPE_FILE, [f"output.dir={out}", *(set or [])])
+        check_kind(kind)
+        batches = plan_study(rec, kind)
+        if set:  # the build publishes the study of the recipe it reads
+            atomic_write_bytes(out / RECIPE_FILE, rec.to_yaml().encode())
+        opts = _options(rec, workers, scheduler, device)
+
+        def run_kind(recipe, options, log, **kwargs):
+            return _pipeline().study(recipe, kind, options, log, **kwargs)
+
+        summary = _stage(study_stage(kind), batches, run_kind, rec, opts, quiet, json_log)
+        _pipeline().raise_for_failures(
+            summary, rec, stage=study_stage(kind), command=f"zoo study {out} {kind}"
+        )
+        folder = _build(rec, opts, quiet, json_log)
+    except ZooError as err:
+        _fail(err)
+    console.print(
+        f"studied {kind} and rebuilt {folder}\n  datasets.load_dataset("
+        f"{str(folder)!r}, {study_stage(kind)!r})"
+    )
 
 
 @app.command()

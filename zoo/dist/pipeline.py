@@ -51,8 +51,11 @@ def stored_checkpoints(recipe: Recipe) -> set[str]:
     return Manifest(recipe.out_dir).stored_checkpoints("train")
 
 
-def raise_for_failures(summary: RunSummary, recipe: Recipe, stage: str = "train") -> None:
-    """Stop with the failed batches named and how to retry them."""
+def raise_for_failures(
+    summary: RunSummary, recipe: Recipe, stage: str = "train", command: str | None = None
+) -> None:
+    """Stop with the failed batches named and how to retry them (``command``: the command that
+    retries them, default ``zoo STAGE RECIPE-or-OUT``)."""
     if not summary.failed:
         return
     lines = []
@@ -61,7 +64,7 @@ def raise_for_failures(summary: RunSummary, recipe: Recipe, stage: str = "train"
         shown = ", ".join(runs[:8]) + (f" … +{len(runs) - 8}" if len(runs) > 8 else "")
         lines.append(f"  {b} (runs {shown}): {e.splitlines()[-1]}")
     target = recipe.source if stage == "train" else recipe.out_dir
-    command = f"zoo {stage} {target}"
+    command = command or f"zoo {stage} {target}"
     raise DistError(
         f"{len(summary.failed)} of {len(summary.failed) + len(summary.done)} {stage} batches "
         "failed:\n"
@@ -119,6 +122,34 @@ def landscape(
         "landscape",
         batches,
         landscape_task,
+        recipe.out_dir,
+        options,
+        progress,
+        done_exts=("parquet",),
+        **kwargs,
+    )
+
+
+def study(
+    recipe: Recipe,
+    kind: str,
+    options: ExecOptions | None = None,
+    progress: Progress | None = None,
+    batches: list | None = None,
+    **kwargs,
+) -> RunSummary:
+    """Run study ``kind`` (averaging, pruning, transfer) on the trained checkpoints (resumable:
+    batches whose shard the manifest holds are skipped; ``batches``: the study's plan, when the
+    caller has it already); ``kwargs`` go to :func:`zoo.dist.run.run_stage`. The build then
+    publishes it as the config ``study_<kind>``."""
+    from zoo.stages.study import plan_study, study_stage, study_task
+
+    options = options or ExecOptions.from_recipe(recipe.execution)
+    batches = plan_study(recipe, kind) if batches is None else batches
+    return run_stage(
+        study_stage(kind),
+        batches,
+        study_task,
         recipe.out_dir,
         options,
         progress,

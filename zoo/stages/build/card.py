@@ -28,6 +28,8 @@ from zoo.errors import BuildError
 from zoo.layout import Layout
 from zoo.naming import DATA_DIR, IMAGES_DIR, REPO_PLACEHOLDER, resource
 from zoo.stages.build.parquet import FILE_BYTES, ROW_GROUP_BYTES
+from zoo.stages.build.phasecard import coverage_of_tables, render_coverage, render_studies
+from zoo.stages.build.studies import study_config, study_info
 from zoo.stages.landscape.phases import describe_rule
 from zoo.store.fs import file_size, list_files, open_file
 from zoo.tasks import describe_task
@@ -111,7 +113,8 @@ def summarize(plan, files: dict[str, list[str]], folder: Path) -> ConfigSummary:
             with open_file(Path(folder) / rel) as f:
                 parquet = pq.ParquetFile(f)
                 meta = parquet.metadata
-                tables.append(parquet.read(columns=columns))
+                rows = parquet.read(columns=columns)
+            tables.append(rows.append_column("split", pa.array([split] * rows.num_rows)))
             counts[split] = counts.get(split, 0) + meta.num_rows
             size = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
             num_bytes[split] = num_bytes.get(split, 0) + size
@@ -121,10 +124,18 @@ def summarize(plan, files: dict[str, list[str]], folder: Path) -> ConfigSummary:
     )
 
 
-def yaml_header(recipe, summary: list[ConfigSummary], folder: Path | None = None) -> dict:
-    """The card's YAML: configs with data_files per split, features and split sizes per config,
-    license, tags, size category."""
+def yaml_header(
+    recipe,
+    summary: list[ConfigSummary],
+    folder: Path | None = None,
+    metadata: ConfigSummary | None = None,
+    studies: tuple = (),
+) -> dict:
+    """The card's YAML: configs with data_files per split, features and split sizes per config
+    (the ``metadata`` config after the weight configs, then ``studies``), license, tags, size
+    category."""
     configs = []
+    summary = [*summary, metadata] if metadata else summary
     for i, part in enumerate(summary):
         files = [
             {"split": split, "path": f"{DATA_DIR}/{part.name}/{split}-*.parquet"}
@@ -134,13 +145,18 @@ def yaml_header(recipe, summary: list[ConfigSummary], folder: Path | None = None
         if i == 0:
             entry["default"] = True
         configs.append(entry)
+    configs += [study_config(s) for s in studies]
     infos = DatasetInfosDict({p.name: _dataset_info(recipe, p, folder) for p in summary})
+    infos.update({s.name: study_info(s, folder) for s in studies})
     card_data = DatasetCardData()
     infos.to_dataset_card_data(card_data)
     info_list = card_data["dataset_info"]  # one config gives a mapping: keep the list form
     info_list = info_list if isinstance(info_list, list) else [info_list]
-    info_list = [_features_first(i) for i in info_list]
-    n_rows = sum(p.table.num_rows for p in summary)
+    order = [c["config_name"] for c in configs]  # the configs' order, not the alphabet's
+    info_list = sorted(
+        (_features_first(i) for i in info_list), key=lambda i: order.index(i["config_name"])
+    )
+    n_rows = sum(p.table.num_rows for p in summary if p is not metadata)
     return {
         "configs": configs,
         "dataset_info": info_list,
@@ -391,6 +407,8 @@ def render_card(
     summary: list[ConfigSummary],
     folder: Path,
     column_docs: dict[str, str] | None = None,
+    metadata: ConfigSummary | None = None,
+    studies: tuple = (),
     signals: str = "",
     metrics: str | None = None,
 ) -> str:
@@ -402,6 +420,8 @@ def render_card(
             :class:`ConfigSummary` per config (its Parquet files already under ``folder``).
         folder: the dataset folder; its ``images/*.png`` become the Figures section.
         column_docs: column -> meaning, merged over the built-in descriptions.
+        metadata: the ``metadata`` config (every column but the weights, of every row).
+        studies: the study configs the build wrote (:mod:`zoo.stages.build.studies`).
         signals: a signal zoo's section on rendering its networks (issue 14), else empty.
         metrics: the Data section's paragraph on the metric columns, where the task's objective
             is not classification (None: cross-entropy and accuracy).
@@ -409,16 +429,23 @@ def render_card(
         the card's text; ``huggingface_hub.DatasetCard`` has parsed its header.
     """
     folder = Path(folder)
-    values = {**_overview(recipe, summary, folder), **_sections(recipe, summary, folder, metrics)}
+    values = {
+        **_overview(recipe, summary, folder, metadata, studies),
+        **_sections(recipe, summary, folder, metadata, metrics),
+    }
     values["columns_table"] = _columns_table(summary[0].schema, column_docs)
+    values["studies"] = render_studies(studies)
     values["signals"] = signals
     text = string.Template(TEMPLATE.read_text()).substitute(values)
     text = re.sub(r"\n{3,}", "\n\n", text)  # sections left empty leave no gaps
-    check_card(text, [p.name for p in summary])
+    extra = ([metadata.name] if metadata else []) + [s.name for s in studies]
+    check_card(text, [p.name for p in summary] + extra)
     return text
 
 
-def _overview(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
+def _overview(
+    recipe, summary: list[ConfigSummary], folder: Path, metadata=None, studies=()
+) -> dict:
     """The header and the overview table's values."""
     res = recipe.resolved
     tables = [p.table for p in summary]
@@ -426,7 +453,7 @@ def _overview(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
     status = Counter(s for t in tables for s in t["status"].to_pylist())
     total = sum(sum(_file_bytes(folder, p.files).values()) for p in summary)
     raw = sum(p.table.num_rows * p.layout.num_params * 4 for p in summary)
-    header = yaml_header(recipe, summary, folder)
+    header = yaml_header(recipe, summary, folder, metadata, studies)
     return {
         "yaml_header": yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(),
         "pretty_name": recipe.name,
@@ -447,7 +474,9 @@ def _overview(recipe, summary: list[ConfigSummary], folder: Path) -> dict:
     }
 
 
-def _sections(recipe, summary: list[ConfigSummary], folder: Path, metrics=None) -> dict:
+def _sections(
+    recipe, summary: list[ConfigSummary], folder: Path, metadata=None, metrics=None
+) -> dict:
     """The values of the card's sections below the overview."""
     res = recipe.resolved
     first = summary[0]
@@ -457,17 +486,31 @@ def _sections(recipe, summary: list[ConfigSummary], folder: Path, metrics=None) 
         "grid_table": _varies_table(res),
         "fixed_yaml": yaml.safe_dump(fixed, sort_keys=False).strip(),
         "counts": _counts(summary),
+        "coverage": render_coverage(coverage_of_tables([p.table for p in summary])),
         "figures": _figures(folder),
         "load_snippet": load_snippet(first.name, _load_split(first)),
         "layout_tables": "\n\n".join(f"`{c.name}`:\n\n{_layout_table(c.layout)}" for c in summary),
         "data_text": data_text(recipe, sorted({s for c in summary for s in c.sources}), metrics),
         "split_text": split_text(res),
-        "files_table": _files_table(summary, folder),
+        "files_table": _files_table([*summary, metadata] if metadata else summary, folder),
+        "metadata_text": _metadata_text(metadata),
         "parquet_limits": f"row groups of at most {ROW_GROUP_BYTES // 2**20} MB and files of at "
         f"most {FILE_BYTES // 2**20} MB (uncompressed)",
         "estimators": _estimators(res),
         "citations": _citations(res),
     }
+
+
+def _metadata_text(metadata: ConfigSummary | None) -> str:
+    if metadata is None:
+        return ""
+    return (
+        f"The config `{metadata.name}` holds every column but `weights` of every row of every "
+        f"config ({metadata.table.num_rows:,} rows, with `config` and `split` columns): filter "
+        "and plot the whole zoo without "
+        f'downloading a weight, e.g. `datasets.load_dataset(REPO, "{metadata.name}", '
+        f'split="{next(iter(metadata.files))}").to_pandas()`.'
+    )
 
 
 def data_text(recipe, sources: list[str] = (), metrics: str | None = None) -> str:

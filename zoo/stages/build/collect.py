@@ -107,9 +107,12 @@ def _owners(out_dir, pairs: dict[str, dict], runs: dict) -> list[tuple[str, dict
     out = []
     for batch, pair in pairs.items():
         here = [c for c in pair["parquet"].checkpoint_ids if c.split("-")[0] in runs]
-        dupes = [c for c in here if c in seen]
-        for ckpt in dupes:
-            check_same_checkpoint(out_dir, ckpt, pairs[seen[ckpt]], pair)
+        dupes: dict[str, list[str]] = defaultdict(list)  # earlier batch -> shared checkpoints
+        for ckpt in here:
+            if ckpt in seen:
+                dupes[seen[ckpt]].append(ckpt)
+        for earlier, ckpts in dupes.items():
+            check_same_checkpoints(out_dir, ckpts, pairs[earlier], pair)
         take = tuple(c for c in here if c not in seen)
         seen.update(dict.fromkeys(take, batch))
         if take:
@@ -117,27 +120,30 @@ def _owners(out_dir, pairs: dict[str, dict], runs: dict) -> list[tuple[str, dict
     return out
 
 
-def check_same_checkpoint(out_dir, ckpt: str, first: dict, second: dict) -> None:
-    """Refuse two different contents under one checkpoint id."""
+def check_same_checkpoints(out_dir, ckpts: list[str], first: dict, second: dict) -> None:
+    """Refuse two different contents under one checkpoint id (each shard pair read once)."""
     from safetensors.numpy import load as load_tensors
 
-    def content(pair):
+    def content(pair) -> tuple[dict, dict]:
         tensors = load_tensors(read_verified(out_dir, pair["safetensors"]))
-        weights = {k: v for k, v in tensors.items() if k.startswith(f"{ckpt}/")}
         table = pq.read_table(pa.BufferReader(read_verified(out_dir, pair["parquet"])))
-        row = next(r for r in table.to_pylist() if r["checkpoint_id"] == ckpt)
-        metrics = {k: v for k, v in row.items() if k.startswith(("train_", "test_"))}
-        return weights, metrics
+        metrics = {
+            r["checkpoint_id"]: {k: v for k, v in r.items() if k.startswith(("train_", "test_"))}
+            for r in table.to_pylist()
+        }
+        return tensors, metrics
 
-    (wa, ma), (wb, mb) = content(first), content(second)
-    same = wa.keys() == wb.keys() and all(np.array_equal(wa[k], wb[k]) for k in wa)
-    if not (same and ma == mb):
-        raise BuildError(
-            f"checkpoint {ckpt} is stored twice with different contents, in "
-            f"{first['parquet'].path} and {second['parquet'].path}; keep one: run `zoo verify "
-            "OUT --repair` if one is damaged, else delete the records of the older batch from "
-            "manifest.jsonl and build again"
-        )
+    (ta, ma), (tb, mb) = content(first), content(second)
+    for ckpt in ckpts:
+        names = [k for k in ta if k.startswith(f"{ckpt}/")]
+        same = all(k in tb and np.array_equal(ta[k], tb[k]) for k in names)
+        if not (same and names and ma.get(ckpt) == mb.get(ckpt)):
+            raise BuildError(
+                f"checkpoint {ckpt} is stored twice with different contents, in "
+                f"{first['parquet'].path} and {second['parquet'].path}; keep one: run `zoo "
+                "verify OUT --repair` if one is damaged, else delete the records of the older "
+                "batch from manifest.jsonl and build again"
+            )
 
 
 def _header(out_dir, pair: dict) -> dict:
@@ -353,7 +359,8 @@ def landscape_rows(recipe: Recipe, out_dir, manifest: Manifest | None = None) ->
         if rec.batch_id in wanted and rec.ext == "parquet":
             rows += pq.read_table(pa.BufferReader(read_verified(out_dir, rec))).to_pylist()
     if rows and "phase" in settings["metrics"]:
-        labels = label_cells(cell_inputs(rows), settings["phase"])
+        trains = {r.cell_id: r.train for r in expand_recipe(recipe)}  # v2: optimizer bounds
+        labels = label_cells(cell_inputs(rows), settings["phase"], trains)
         for row in rows:
             row.update(labels[(row["cell_id"], row["epoch"])])
     drop = set(FIRST_COLUMNS) - {"checkpoint_id"}

@@ -23,19 +23,37 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from zoo.naming import CARD_FILE, DATA_DIR, DATASET_DIR, IMAGES_DIR, LAYOUT_FILE, RECIPE_FILE
+from zoo.naming import (
+    CARD_FILE,
+    DATA_DIR,
+    DATASET_DIR,
+    IMAGES_DIR,
+    LAYOUT_FILE,
+    METADATA_CONFIG,
+    METADATA_SPLIT,
+    RECIPE_FILE,
+)
 from zoo.recipe import Recipe
 from zoo.stages.build.card import ConfigSummary, render_card, summarize
 from zoo.stages.build.collect import BuildPlan, plan_build
-from zoo.stages.build.parquet import STAGE, BuildPart, build_part
+from zoo.stages.build.parquet import (
+    STAGE,
+    BuildPart,
+    build_part,
+    encode_files,
+    table_metadata,
+)
 from zoo.stages.build.plot import plot_metrics
 from zoo.stages.build.signals import METRICS_TEXT, card_extras, draw_signal_figures
+from zoo.stages.build.studies import labels_of, publish_studies
 from zoo.stages.landscape import COLUMN_DOCS as LANDSCAPE_DOCS
 from zoo.store.fs import atomic_write_bytes, file_size, list_files, open_file, remove
 from zoo.store.manifest import Manifest, ShardRecord
+from zoo.store.shards import write_file
 
 RunParts = Callable[[list[BuildPart], Path], None]
 
@@ -68,8 +86,10 @@ def finish_build(recipe: Recipe, out_dir: str | Path, plan: BuildPlan) -> Path:
     figures and last the card, from the files on disk."""
     out_dir = Path(out_dir)
     folder = out_dir / DATASET_DIR
-    files = _forget_stale(out_dir, Manifest(out_dir), plan)
+    manifest = Manifest(out_dir)
+    files = _forget_stale(out_dir, manifest, plan)
     configs = [summarize(plan.configs[name], files[name], folder) for name in sorted(files)]
+    metadata = write_metadata(out_dir, manifest, configs)
     layouts = {c.name: c.layout.to_dict() for c in configs}
     atomic_write_bytes(folder / LAYOUT_FILE, json.dumps(layouts, indent=1).encode())
     atomic_write_bytes(folder / RECIPE_FILE, published_recipe(recipe).encode())
@@ -77,16 +97,53 @@ def finish_build(recipe: Recipe, out_dir: str | Path, plan: BuildPlan) -> Path:
     draw_figures(configs, recipe, folder)
     draw_signal_figures(recipe, configs, folder, plan.runs)
     signals, signal_docs = card_extras(recipe, configs, plan.runs)
+    labels = {k: v for c in configs for k, v in labels_of(_label_columns(c.table)).items()}
+    studies = publish_studies(recipe, out_dir, folder, labels)  # configs study_<kind>
     card = render_card(
         recipe,
         configs,
         folder,
         column_docs={**LANDSCAPE_DOCS, **signal_docs},
+        metadata=metadata,
+        studies=studies,
         signals=signals,
         metrics=METRICS_TEXT if signals else None,
     )
     atomic_write_bytes(folder / CARD_FILE, card.encode())
     return folder
+
+
+def _label_columns(table) -> dict[str, list]:
+    """The columns a cell's phase label is read from (:func:`labels_of`)."""
+    names = [n for n in ("cell_id", "epoch", "phase", "phase_uncertain") if n in table.column_names]
+    return table.select(names).to_pydict()
+
+
+def write_metadata(
+    out_dir: Path, manifest: Manifest, configs: list[ConfigSummary]
+) -> ConfigSummary:
+    """The ``metadata`` config: every column but ``weights`` of every row of every config, with
+    ``config`` and ``split`` (rewritten by every build; recorded in the manifest like the data
+    files)."""
+    tables = [
+        c.table.append_column("config", pa.array([c.name] * c.table.num_rows)) for c in configs
+    ]
+    table = pa.concat_tables(tables, promote_options="default")
+    table = table.replace_schema_metadata(table_metadata(table))
+    files, start = [], 0
+    for rel, data in encode_files(METADATA_CONFIG, METADATA_SPLIT, "all", table):
+        rows = pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+        part = table.slice(start, rows)
+        ids = part["run_id"].to_pylist(), part["checkpoint_id"].to_pylist()
+        record = write_file(out_dir, f"{DATASET_DIR}/{rel}", STAGE, METADATA_CONFIG, *ids, data)
+        manifest.append([record])
+        files.append(rel)
+        start += rows
+    counts, num_bytes = {METADATA_SPLIT: table.num_rows}, {METADATA_SPLIT: table.nbytes}
+    files_by_split = {METADATA_SPLIT: files}
+    return ConfigSummary(
+        METADATA_CONFIG, None, table.schema, table, files_by_split, counts, num_bytes
+    )
 
 
 def run_parts_here(parts: list[BuildPart], out_dir: Path) -> None:

@@ -39,9 +39,9 @@ COMPRESSION = "zstd"
 # (benchmarks/load_throughput.py).
 WEIGHTS_ENCODINGS = ("BYTE_STREAM_SPLIT", "PLAIN")
 # rows of a file's start on which the encodings are tried before it is written once: trying the
-# whole first row group doubled the build's cost; 16 rows pick the same encoding on the shipped
+# whole first row group doubled the build's cost; 64 rows pick the same encoding on the shipped
 # zoos (benchmarks/build_throughput.py, load_throughput.py)
-ENCODING_SAMPLE_ROWS = 16
+ENCODING_SAMPLE_ROWS = 64
 STAGE = "build"  # the manifest stage of the dataset's data files
 
 _JSON_TO_ARROW = {
@@ -167,7 +167,7 @@ def part_table(part, out_dir: str, schema: pa.Schema) -> tuple[pa.Table, dict[st
     for i, row in enumerate(rows):
         start, _ = bounds.get(place[row["run_id"]][0], (i, i))
         bounds[place[row["run_id"]][0]] = (start, i + 1)
-    return table.replace_schema_metadata(_table_metadata(table)), bounds
+    return table.replace_schema_metadata(table_metadata(table)), bounds
 
 
 def _full_row(row: dict, landscape: dict) -> dict:
@@ -216,7 +216,7 @@ def _array(values: list, kind: pa.DataType) -> pa.Array:
     return pa.array(values, type=kind)
 
 
-def _table_metadata(table: pa.Table) -> dict:
+def table_metadata(table: pa.Table) -> dict:
     """``datasets``' Features (weights: a fixed-length float32 list) and zoo's versions."""
     features = datasets.Features.from_arrow_schema(table.schema)
     zoo = {"zoo_version": __version__, "schema_version": SCHEMA_VERSION}

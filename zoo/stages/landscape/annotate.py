@@ -4,9 +4,9 @@ Per checkpoint (at the recipe's ``landscape.at`` epochs): Hessian top eigenvalue
 (:mod:`zoo.stages.landscape.hessian`), weight metrics
 (:func:`zoo.stages.landscape.metrics.weight_metrics`), and the loss on the probe data. Per grid
 cell (runs that differ only by seed): CKA between seeds, the linear-path loss barrier and Bezier
-mode connectivity between seed pairs — copied into every row of the cell. Phase labels need
-every cell of the zoo (thresholds are relative to the zoo's median), so they are assigned at
-build time (:func:`zoo.stages.landscape.phases.label_cells`) from these columns.
+mode connectivity between seed pairs — copied into every row of the cell. Phase labels are
+assigned at build time (:func:`zoo.stages.landscape.phases.label_cells`) from these columns, so
+a new rule or new thresholds relabel a zoo without recomputing its metrics.
 
 A landscape batch is one grid cell; its id hashes its run ids *and* the landscape settings, so
 changing the settings recomputes, a grown recipe annotates its new cells, and nothing else runs.
@@ -41,7 +41,6 @@ from zoo.stages.landscape.metrics import (
     population_outputs,
     weight_metrics,
 )
-from zoo.stages.landscape.phases import PHASE_RULE
 from zoo.store.manifest import Manifest
 from zoo.store.shards import read_tensor_metadata, read_tensors, write_table_shard
 from zoo.streams import numpy_rng, torch_generator
@@ -89,7 +88,9 @@ def plan_landscape_batches(recipe: Recipe) -> list[LandscapeBatch]:
 
 
 def _batch(runs: list[RunConfig], settings: dict) -> LandscapeBatch:
-    ident = short_hash([sorted(r.run_id for r in runs), settings], n=15)
+    # the phase rule runs at build time: re-thresholding it must not recompute the metrics
+    computed = {k: v for k, v in settings.items() if k != "phase"}
+    ident = short_hash([sorted(r.run_id for r in runs), computed], n=15)
     return LandscapeBatch("L" + ident, tuple(runs), settings)
 
 
@@ -140,7 +141,7 @@ def landscape_task(batch: dict, out_dir: str, options: dict) -> list[dict]:
         table,
         [r.run_id for r in lb.runs],
         ckpts,
-        metadata={"landscape": lb.settings, "phase_rule": PHASE_RULE},
+        metadata={"landscape": lb.settings},
     )
     return [rec.to_dict()]
 
@@ -353,13 +354,18 @@ COLUMN_DOCS = {
     "mc_mean": "mean Bezier mode connectivity mc (< 0: barrier, ≈ 0: connected)",
     "mc_std": "std of mc over seed pairs",
     "phase": "phase of the cell (Yang et al. 2021 taxonomy; rule in phase_rule)",
-    "phase_rule": "version of the phase rule (see zoo/phases.py and this card)",
+    "phase_rule": "version of the phase rule (zoo/stages/landscape/phases.py; settings below)",
     "phase_trained": "cell's probe loss ≤ loss_fraction × its loss at init",
-    "phase_sharp": "cell's log λ_max above the zoo median (+ margin) at that epoch",
+    "phase_sharp": "v2: sharpness ratio ≥ sharp_fraction; v1: log λ_max above the zoo median",
     "phase_mc": "mc used by the rule (Bezier mc, else −barrier)",
-    "phase_mc_tol": "|mc| ≤ this counts as ≈ 0",
+    "phase_mc_tol": "mc < −this is a barrier; |mc| ≤ this counts as ≈ 0",
     "phase_cka": "cell's mean CKA used by the rule",
     "phase_log_lambda": "cell's log mean λ_max",
-    "phase_log_lambda_threshold": "the 'sharp' threshold at that epoch",
-    "phase_cka_threshold": "the 'large CKA' threshold at that epoch",
+    "phase_log_lambda_threshold": "v1: the 'sharp' threshold at that epoch (zoo median + margin)",
+    "phase_cka_threshold": "the 'large CKA' threshold (v2: cka_level; v1: zoo median or set)",
+    "phase_loss_ratio": "v2: cell's mean probe loss / its mean probe loss at init",
+    "phase_sharpness": "v2: (λ_max + weight decay) / the optimizer's stability bound",
+    "phase_stability_bound": "v2: 2/lr (SGD), (2+2β)/lr (momentum β), (2+2β)/((1+2β)lr) Nesterov",
+    "phase_uncertain": "v2: an input lies near its threshold and flipping it changes the label",
+    "phase_near": "v2: the decisions near their thresholds (trained, sharp, barrier, cka_large)",
 }
