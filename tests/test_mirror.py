@@ -109,12 +109,12 @@ def test_zoo_plan_of_every_fashion_recipe_works_without_the_debian_package(
     no_debian,
 ):
     _serve(hub, debian_copy, mirror.FASHION_MNIST.repo_id)
-    assert len(PIPELINES) == 5
+    assert len(PIPELINES) == 6  # five classifier zoos and the INR zoo (issue 14)
     for path in PIPELINES:
         result = CliRunner().invoke(app, ["plan", str(path)])
         assert result.exit_code == 0, f"{path.name}: {result.output}"
         assert "population batches" in result.output, path.name
-    assert mirror._cached.cache_info().misses == 1  # decoded once for all five recipes
+    assert mirror._cached.cache_info().misses == 1  # decoded once for all six recipes
 
 
 def _tiny_arrays() -> dict[str, np.ndarray]:

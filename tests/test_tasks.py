@@ -136,7 +136,9 @@ def test_teacher_student_bad_config():
 
 
 def test_load_task_unknown_name():
-    allowed = "allowed: digits, fashion_mnist, hf, modular, teacher_student"
+    allowed = (
+        "allowed: digits, fashion_mnist, hf, inr_image, inr_sinusoid, modular, teacher_student"
+    )
     with pytest.raises(TaskError, match=allowed):
         load_task({"name": "imagenet"})
     with pytest.raises(TaskError, match="name"):

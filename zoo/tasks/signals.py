@@ -38,7 +38,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,7 +47,7 @@ from zoo.errors import TaskError
 from zoo.naming import canonical_json
 from zoo.streams import numpy_rng
 from zoo.tasks.base import Signal, Task, config_fraction, config_int
-from zoo.tasks.idx import FASHION_MNIST_PATH, find_idx_files, read_idx
+from zoo.tasks.idx import FASHION_MNIST_PATH, _fashion_arrays
 
 IMAGE_SOURCES = ("digits", "fashion_mnist", "hf")
 ORDERS = ("dataset", "random", "per_class")
@@ -79,9 +78,10 @@ def _choice(cfg: dict, key: str, allowed: tuple[str, ...], default: str, where: 
 
 
 @functools.lru_cache(maxsize=4)
-def _source(key: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """``(images (N, C, H, W), labels (N,), peak)`` of one source split, cached per process:
-    pixel intensity ``v = images / peak`` in [0, 1] (images are kept in their stored dtype)."""
+def _source(key: str) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """``(images (N, C, H, W), labels (N,), peak, source)`` of one source split, cached per
+    process: pixel intensity ``v = images / peak`` in [0, 1] (images are kept in their stored
+    dtype); ``source`` says where they were read (``Task.source``)."""
     cfg = json.loads(key)
     source, split = cfg["source"], cfg["split"]
     if source == "digits":
@@ -93,18 +93,18 @@ def _source(key: str) -> tuple[np.ndarray, np.ndarray, float]:
                 "use task.split: train (or all, the same images)"
             )
         data = load_digits()
-        return data.images[:, None].astype(np.uint8), data.target.astype(np.int64), 16.0
-    if source == "fashion_mnist":
-        files = find_idx_files(Path(cfg.get("path") or FASHION_MNIST_PATH), "inr_image")
+        return data.images[:, None].astype(np.uint8), data.target.astype(np.int64), 16.0, ""
+    if source == "fashion_mnist":  # the idx folder, or for the default path the Hub copy
+        arrays, read = _fashion_arrays(cfg.get("path") or FASHION_MNIST_PATH, "inr_image")
         parts = ["train", "test"] if split == "all" else [split]
-        images = np.concatenate([read_idx(files[f"x_{s}"]) for s in parts])
-        labels = np.concatenate([read_idx(files[f"y_{s}"]) for s in parts]).astype(np.int64)
+        images = np.concatenate([arrays[f"x_{s}"] for s in parts])
+        labels = np.concatenate([arrays[f"y_{s}"] for s in parts]).astype(np.int64)
         peak = 255.0 if images.dtype == np.uint8 else 1.0
-        return images[:, None], labels, peak
+        return images[:, None], labels, peak, read
     return _hf_source(cfg)
 
 
-def _hf_source(cfg: dict) -> tuple[np.ndarray, np.ndarray, float]:
+def _hf_source(cfg: dict) -> tuple[np.ndarray, np.ndarray, float, str]:
     """Images of a Hugging Face dataset (Hub id or local folder) via :mod:`zoo.tasks.hf`."""
     from zoo.tasks.hf import load_hf
 
@@ -123,7 +123,8 @@ def _hf_source(cfg: dict) -> tuple[np.ndarray, np.ndarray, float]:
     parts = {"train": [task.x_train], "test": [task.x_test], "all": [task.x_train, task.x_test]}
     labels = {"train": [task.y_train], "test": [task.y_test], "all": [task.y_train, task.y_test]}
     split = cfg["split"]
-    return torch.cat(parts[split]).numpy(), torch.cat(labels[split]).numpy(), 1.0
+    images, y = torch.cat(parts[split]).numpy(), torch.cat(labels[split]).numpy()
+    return images, y, 1.0, task.source
 
 
 @functools.lru_cache(maxsize=4)
@@ -187,7 +188,7 @@ def load_inr_image(cfg: dict) -> Task:
         {"source": source, "path": cfg.get("path"), "split": split}
         | ({k: cfg[k] for k in HF_KEYS if k in cfg} if source == "hf" else {})
     )
-    images, labels, peak = _source(key)
+    images, labels, peak, read = _source(key)
     rows = _order(key, order, seed)
     if index >= len(rows):
         raise TaskError(
@@ -201,7 +202,9 @@ def load_inr_image(cfg: dict) -> Task:
     signal = Signal(shape, coords, values, columns)
     if holdout == 0:  # the test split is the whole image again
         channels = values.shape[1]
-        return Task(where, coords, values, coords, values, channels, "regression", signal=signal)
+        return Task(
+            where, coords, values, coords, values, channels, "regression", read, signal=signal
+        )
     train, test = _holdout(len(coords), holdout, seed)
     return Task(
         where,
@@ -211,6 +214,7 @@ def load_inr_image(cfg: dict) -> Task:
         values[test].contiguous(),
         values.shape[1],
         "regression",
+        read,
         signal=signal,
     )
 
