@@ -181,3 +181,19 @@ def test_split_by_cell_keeps_each_cell_in_one_split(tmp_path):
     assert all(len(s) == 1 for s in cells.values()) and len(cells) == 4
     with pytest.raises(zoo.ZooError, match="output.split_by: task has no key 'nope'"):
         tiny_recipe(tmp_path, output={"split_by": "task.nope"})
+
+
+def test_a_damaged_dataset_file_is_repaired_and_written_again(tmp_path):
+    out = tmp_path / "out"
+    recipe = tiny_recipe(out)
+    folder = zoo.run(recipe)
+    before = _files(folder)
+    damaged = sorted(folder.glob("data/mlp_d1_w8/train-*.parquet"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:-20])
+    runner = CliRunner()
+    result = runner.invoke(app, ["verify", str(out)])
+    assert result.exit_code == 1 and damaged.name in result.output
+    assert runner.invoke(app, ["verify", str(out), "--repair"]).exit_code == 0
+    assert not damaged.exists()
+    build_dataset(recipe, out)
+    assert _files(folder) == before  # the part is written again, the same bytes

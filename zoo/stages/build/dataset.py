@@ -78,7 +78,7 @@ def build_dataset(recipe: Recipe, out_dir: str | Path, run_parts: RunParts | Non
 def parts_to_write(plan: BuildPlan, out_dir: str | Path) -> list[BuildPart]:
     """The parts whose files the manifest does not record intact (new or changed inputs)."""
     manifest = Manifest(out_dir)
-    return [p for p in plan.parts if not _intact(Path(out_dir), manifest, p.part_id)]
+    return [p for p in plan.parts if not _intact(Path(out_dir), manifest, p)]
 
 
 def finish_build(recipe: Recipe, out_dir: str | Path, plan: BuildPlan) -> Path:
@@ -154,10 +154,14 @@ def run_parts_here(parts: list[BuildPart], out_dir: Path) -> None:
         manifest.append(ShardRecord.from_dict(r) for r in records)
 
 
-def _intact(out_dir: Path, manifest: Manifest, part_id: str) -> bool:
-    """Whether the manifest records the part's files and each is there at its recorded size."""
-    records = [r for r in manifest.records(STAGE) if r.batch_id == part_id]
-    return bool(records) and all(file_size(out_dir / r.path) == r.bytes for r in records)
+def _intact(out_dir: Path, manifest: Manifest, part: BuildPart) -> bool:
+    """Whether the manifest records files holding every checkpoint of the part, each there at
+    its recorded size (a file ``zoo verify --repair`` removed makes its part be written again)."""
+    records = [r for r in manifest.records(STAGE) if r.batch_id == part.part_id]
+    held = {c for r in records for c in r.checkpoint_ids}
+    if held != set(part.checkpoints):
+        return False
+    return all(file_size(out_dir / r.path) == r.bytes for r in records)
 
 
 def _forget_stale(out_dir: Path, manifest: Manifest, plan: BuildPlan) -> dict[str, dict]:
