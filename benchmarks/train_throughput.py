@@ -21,10 +21,14 @@ stages of 1 block, BatchNorm) on the same images; the transformer (width 32, 4 h
 MLP 128, untied) on random token sequences of 16 over 32 symbols, next-token loss at every
 position (issue 15).
 
-Run:      python benchmarks/train_throughput.py            # MLP + CNN-s, n = 1, 8, 64, 256
-Quick:    python benchmarks/train_throughput.py --quick    # n = 1, 8, 64, fewer steps
-Families: python benchmarks/train_throughput.py --arch transformer,resnet --sizes 8,64
+SIREN = {"arch": "siren", "width": 32, "depth": 2, "w0": 30.0}
+MODELS = {
+    "mlp": {"arch": "mlp", "width": 64, "depth": 2},
+    "cnn_s": {"arch": "cnn_s"},
+    "siren28": SIREN,
+    "siren8": SIREN,
 Override: python benchmarks/train_throughput.py --arch cnn_s --sizes 64 --chunk-size 8
+          python benchmarks/train_throughput.py --arch siren --sizes 256
 Expect:   a markdown table, then one PASS/MISS line per target (never a non-zero exit on a miss).
 """
 
@@ -42,40 +46,63 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
+from torch.nn import functional as F
 
 from zoo.nn.inits import init_model
 from zoo.nn.objectives import OBJECTIVES
 from zoo.recipe import RunConfig, expand_recipe, recipe_from_dict
 from zoo.stages.plan import default_chunk, plan_batches
 from zoo.stages.train import PopulationTrainer, data_order, make_torch_optimizer
-from zoo.tasks import Task
+from zoo.tasks import Signal, Task
+from zoo.tasks.signals import coordinate_grid
 
 BATCH = 64
 WARMUP_STEPS = 3
+SIREN = {"arch": "siren", "width": 32, "depth": 2, "w0": 30.0}
 MODELS = {
     "mlp": {"arch": "mlp", "width": 64, "depth": 2},
     "cnn_s": {"arch": "cnn_s"},
     "resnet": {"arch": "resnet", "width": 8, "stages": 2, "blocks": 1, "norm": "batch"},
     "transformer": {"arch": "transformer", "width": 32, "heads": 4, "layers": 1},
+    "siren28": SIREN,
+    "siren8": SIREN,
 }
 LABELS = {
     "mlp": "MLP 784-64-64-10",
     "cnn_s": "CNN-s",
     "resnet": "ResNet w8 2x1 BN",
     "transformer": "Transformer d32 h4 L1, T=16",
+    "siren28": "SIREN 2x32, 28x28 grid",
+    "siren8": "SIREN 2x32, 8x8 grid",
 }
-SHORT = {"mlp": "MLP", "cnn_s": "CNN-s", "resnet": "ResNet", "transformer": "Transformer"}
+SHORT = {
+    "mlp": "MLP",
+    "cnn_s": "CNN-s",
+    "resnet": "ResNet",
+    "transformer": "Transformer",
+    "siren28": "SIREN 28x28",
+    "siren8": "SIREN 8x8",
+}
+# the SIREN zoo (issue 14): grid of each arch, and the recipe steps per INR (one per epoch)
+SIGNALS = {"siren28": (28, 28), "siren8": (8, 8)}
+RECIPE_STEPS = {"siren28": 200, "siren8": 100}  # fashion_siren_views, digits_siren_views
+SCALED_INRS, SCALED_STEPS = 70_000, 500  # fashion_siren_views --scale
+SIGNAL_SIZES, QUICK_SIGNAL_SIZES = [64, 256, 1024], [64, 256]
+SIGNAL_TARGET, SIGNAL_TARGET_N = 5.0, 256  # population / loop, 1 proc
+GPU_SIGNAL_TARGET, GPU_SIGNAL_N = 100.0, 4096
 # population / loop at n=64, in both CPU settings (the transformer's from issue 15; the ResNet
 # has none: reported only)
 TARGETS = {"mlp": 2.0, "cnn_s": 1.5, "transformer": 1.3}
 TARGET_N = 64
-DEFAULT_ARCHS = ("mlp", "cnn_s")  # --arch all adds the issue-15 families
+DEFAULT_ARCHS = ("mlp", "cnn_s", "siren28", "siren8")  # --arch all adds ResNet, transformer
 TOKENS, VOCAB = 16, 32  # the transformer's sequences
 # Model-steps per measurement (~1-3 s on one core of the 2-core dev box), and the steps-per-model
 # bounds; big populations get fewer steps per model so the whole run stays near 5 minutes.
 # Two processes get twice the steps, so each of them still runs ~1-3 s.
-BUDGET = {"mlp": 5000, "cnn_s": 800, "resnet": 300, "transformer": 1500}
-QUICK_BUDGET = {"mlp": 2000, "cnn_s": 500, "resnet": 150, "transformer": 600}
+BUDGET = {"mlp": 5000, "cnn_s": 800, "resnet": 300, "transformer": 1500, "siren28": 3000}
+BUDGET |= {"siren8": 8000}
+QUICK_BUDGET = {"mlp": 2000, "cnn_s": 500, "resnet": 150, "transformer": 600, "siren28": 1500}
+QUICK_BUDGET |= {"siren8": 4000}
 STEP_BOUNDS = (5, 400)
 QUICK_STEP_BOUNDS = (5, 150)
 CUDA_EXTRA_N = 512
@@ -198,12 +225,94 @@ def prepare_loop(job: Job, task: Task, runs: list[RunConfig]) -> Callable[[], No
     return timed
 
 
-def time_job(job: Job, barrier=None) -> tuple[float, float]:
-    """Prepare ``job``, wait at ``barrier`` (if any), run it: ``(start, end)`` monotonic s."""
+# --- the SIREN zoo (issue 14): per-model targets on one shared grid ------------------------------
+
+
+def signal_runs(arch: str, n: int) -> list[RunConfig]:
+    """``n`` SIREN runs, one image each (``task.index``), full-batch Adam: one step per epoch."""
+    recipe = recipe_from_dict(
+        {
+            "schema_version": 1,
+            "name": "bench",
+            "task": {"name": "inr_image", "source": "digits"},
+            "model": SIREN,
+            "init": {"scheme": "siren", "bias": "uniform"},
+            "train": {"optimizer": "adam", "lr": 1e-3, "batch_size": 1024, "epochs": 1},
+            "grid": {"task.index": {"range": [0, n]}},
+        }
+    )
+    return expand_recipe(recipe)
+
+
+def signal_tasks(arch: str, runs: list[RunConfig]) -> list[Task]:
+    """One task per run on the arch's grid, random values in [-1, 1] (speed does not depend on
+    the pixels): what the trainer would load for each image."""
+    shape = SIGNALS[arch]
+    coords = coordinate_grid(shape)
+    tasks = []
+    for run in runs:
+        g = torch.Generator().manual_seed(run.task["index"])
+        y = torch.rand(len(coords), 1, generator=g) * 2 - 1
+        signal = Signal(shape, coords, y, {})
+        tasks.append(Task("bench", coords, y, coords, y, 1, "regression", signal=signal))
+    return tasks
+
+
+def prepare_signal_population(job: Job, tasks: list[Task], runs: list[RunConfig]):
+    """The population trainer on the runs' own targets; warm-up steps, then ``steps`` epochs."""
+    batch = plan_batches(runs, len(runs))[0]
+    trainer = PopulationTrainer(batch, device=job.device, chunk_size=job.chunk, tasks=tasks)
+    for epoch in range(WARMUP_STEPS):
+        trainer.train_epoch(epoch + 1)
+
+    def timed() -> None:
+        for epoch in range(job.steps):
+            trainer.train_epoch(WARMUP_STEPS + epoch + 1)
+
+    return timed
+
+
+def prepare_signal_loop(job: Job, tasks: list[Task], runs: list[RunConfig]):
+    """One ``nn.Module`` + ``torch.optim.Adam`` per image, full batch on the same grid."""
+    x = tasks[0].x_train.to(job.device)
+    models = []
+    for run, task in zip(runs, tasks, strict=True):
+        module = init_model(run, task)[0].to(job.device)
+        opt = make_torch_optimizer(run, module.parameters())
+        models.append((module, opt, task.y_train.to(job.device)))
+
+    def fit(model, steps: int) -> None:
+        module, opt, y = model
+        for _ in range(steps):
+            loss = F.mse_loss(module(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    fit(models[0], WARMUP_STEPS)
+
+    def timed() -> None:
+        for model in models:
+            fit(model, job.steps)
+
+    return timed
+
+
+def prepare_job(job: Job) -> Callable[[], None]:
+    """Build one side of a measurement (models, data, warm-up); return its timed work."""
+    if job.arch in SIGNALS:
+        runs = signal_runs(job.arch, job.n)[job.lo : job.hi]
+        side = prepare_signal_population if job.side == "population" else prepare_signal_loop
+        return side(job, signal_tasks(job.arch, runs), runs)
     task = make_task(job.steps * BATCH, job.arch)
     runs = make_runs(job.arch, job.n)[job.lo : job.hi]
     prepare = prepare_population if job.side == "population" else prepare_loop
-    work = prepare(job, task, runs)
+    return prepare(job, task, runs)
+
+
+def time_job(job: Job, barrier=None) -> tuple[float, float]:
+    """Prepare ``job``, wait at ``barrier`` (if any), run it: ``(start, end)`` monotonic s."""
+    work = prepare_job(job)
     cuda = job.device.startswith("cuda")
     if cuda:
         torch.cuda.synchronize()
@@ -360,7 +469,8 @@ def print_header(args) -> None:
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     print(
         f"cuda: {cuda}; batch {BATCH} per model, SGD momentum 0.9, warm-up {WARMUP_STEPS} "
-        f"steps, best of {args.repeat}; loop CNNs and ResNets in channels_last"
+        f"steps, best of {args.repeat}; loop CNNs and ResNets in channels_last; SIREN: full "
+        "batch (one step per epoch), Adam, its own targets per model"
     )
     print(f"load average at start: {load()} (other work on the machine skews every figure)")
     print()
@@ -371,9 +481,42 @@ def print_header(args) -> None:
     print("|---|---|---|---|---|---|---|---|", flush=True)
 
 
+def print_signal_targets(found: dict) -> None:
+    """SIREN: >= 5x the loop at n=256 on one core; >= 100x at n=4096 on a GPU; the INRs/s of
+    the whole machine (2 processes) and the hours of the 70,000-image zoo."""
+    for arch in SIGNALS:
+        row = found.get((arch, ONE, SIGNAL_TARGET_N))
+        head = f"target: n={SIGNAL_TARGET_N} {SHORT[arch]} ratio >= {SIGNAL_TARGET} (1 proc)"
+        if row is not None:
+            verdict = "PASS" if row.ratio >= SIGNAL_TARGET else "MISS"
+            print(f"{head}: measured {row.ratio:.2f} {verdict}")
+        gpu = found.get((arch, GPU, GPU_SIGNAL_N))
+        if gpu is not None:
+            verdict = "PASS" if gpu.ratio >= GPU_SIGNAL_TARGET else "MISS"
+            print(
+                f"target: n={GPU_SIGNAL_N} {SHORT[arch]} cuda ratio >= {GPU_SIGNAL_TARGET}: "
+                f"measured {gpu.ratio:.2f} {verdict}"
+            )
+        two = [r for (a, s, _), r in found.items() if a == arch and s == TWO]
+        if two:
+            best = max(two, key=lambda r: r.pop_rate)
+            inrs = best.pop_rate / RECIPE_STEPS[arch]
+            print(
+                f"machine: {SHORT[arch]}, 2 procs, n={best.n}: {best.pop_rate:,.0f} model-steps/s"
+                f" = {inrs:,.1f} INRs/s at {RECIPE_STEPS[arch]} steps each"
+            )
+            if arch == "siren28":
+                hours = SCALED_INRS * SCALED_STEPS / best.pop_rate / 3600
+                print(
+                    f"machine: the {SCALED_INRS:,}-image Fashion-MNIST zoo ({SCALED_STEPS} steps "
+                    f"each, --scale) takes about {hours:.1f} h of training on this machine"
+                )
+
+
 def print_targets(rows: list[Row]) -> None:
     print()
     found = {(r.arch, r.setting, r.n): r for r in rows}
+    print_signal_targets(found)
     for arch, need in TARGETS.items():
         if not any(r.arch == arch for r in rows):
             continue
@@ -398,7 +541,10 @@ def print_targets(rows: list[Row]) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="n = 1, 8, 64 and fewer steps")
-    arch_help = "comma-separated, of mlp, cnn_s, resnet, transformer; all: every one"
+    arch_help = (
+        "comma-separated, of mlp, cnn_s, resnet, transformer, siren28, siren8 (siren: both "
+        "grids); all: every one"
+    )
     p.add_argument("--arch", default=",".join(DEFAULT_ARCHS), help=arch_help)
     p.add_argument("--sizes", default=None, help="comma-separated population sizes")
     chunk_help = "models per forward/backward chunk (default: 16 MLP, 4 CNN; all on CUDA)"
@@ -407,11 +553,15 @@ def parse_args(argv=None):
     p.add_argument("--no-cuda", action="store_true", help="skip the CUDA setting")
     args = p.parse_args(argv)
     default = "1,8,64" if args.quick else "1,8,64,256"
+    args.signal_sizes = QUICK_SIGNAL_SIZES if args.quick else SIGNAL_SIZES
+    if args.sizes:  # the given sizes for every arch
+        args.signal_sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.sizes = [int(s) for s in (args.sizes or default).split(",") if s.strip()]
-    args.archs = list(MODELS) if args.arch == "all" else args.arch.split(",")
+    aliases = {"all": list(MODELS), "siren": list(SIGNALS)}
+    args.archs = [a for name in args.arch.split(",") for a in aliases.get(name, [name])]
     unknown = sorted(set(args.archs) - set(MODELS))
     if unknown:
-        p.error(f"--arch: unknown {unknown}; choose from {sorted(MODELS)} or all")
+        p.error(f"--arch: unknown {unknown}; choose from {sorted(MODELS)}, siren or all")
     return args
 
 
@@ -423,7 +573,11 @@ def plan(args) -> list[tuple[str, str, int]]:
     out = []
     for arch in args.archs:
         for setting in settings:
-            sizes = args.sizes + ([CUDA_EXTRA_N] if setting == GPU else [])
+            signal = arch in SIGNALS
+            extra = GPU_SIGNAL_N if signal else CUDA_EXTRA_N
+            sizes = (args.signal_sizes if signal else args.sizes) + (
+                [extra] if setting == GPU else []
+            )
             out += [(arch, setting, n) for n in sorted(set(sizes)) if setting != TWO or n > 1]
     return out
 

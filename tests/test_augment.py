@@ -116,8 +116,15 @@ def test_max_pool_table_matches_the_architectures(cfg, shape):
     expected = pooled_before_activation(module)
     assert set(MAXPOOL_BEFORE_ACTIVATION.get(cfg["arch"], ())) == expected
     assert sign_flip_groups(layout) == sorted(set(layout.perm_spec.sizes) - expected)
-    # a new arch: extend the table, or list it among the permutation-only ones (issue 15)
-    assert set(ARCHITECTURES) - set(PERMUTATIONS_ONLY) == {"mlp", "cnn_s", "cnn_small"}
+    # a new arch: extend the table, or list it among the permutation-only ones (issue 15); the
+    # coordinate networks have no max-pool (tests/test_fields.py)
+    assert set(ARCHITECTURES) - set(PERMUTATIONS_ONLY) == {
+        "mlp",
+        "cnn_s",
+        "cnn_small",
+        "siren",
+        "fourier_mlp",
+    }
 
 
 def test_a_sign_flip_before_a_max_pool_would_change_the_function():

@@ -109,7 +109,7 @@ def test_zoo_plan_of_every_fashion_recipe_works_without_the_debian_package(
     no_debian,
 ):
     _serve(hub, debian_copy, mirror.FASHION_MNIST.repo_id)
-    assert len(PIPELINES) >= 5
+    assert len(PIPELINES) == 7  # five classifier zoos, the ResNet zoo and the INR zoo
     for path in PIPELINES:
         result = CliRunner().invoke(app, ["plan", str(path)])
         assert result.exit_code == 0, f"{path.name}: {result.output}"

@@ -165,9 +165,8 @@ def test_cli_plan_run_inspect_and_bad_recipe(tmp_path):
     assert result.exit_code == 0 and "mlp_d1_w8" in result.output
     result = runner.invoke(app, ["run", str(path), "--set", "model.arch=vgg"])
     assert result.exit_code == 2
-    assert "model.arch: 'vgg' is not allowed; allowed values: ['mlp', 'cnn_s', 'cnn_small'" in (
-        result.output
-    )
+    allowed = "['mlp', 'cnn_s', 'cnn_small', 'resnet', 'transformer', 'siren', 'fourier_mlp']"
+    assert f"model.arch: 'vgg' is not allowed; allowed values: {allowed}" in result.output
 
 
 def test_a_failing_batch_is_reported_and_the_others_are_kept(tmp_path):

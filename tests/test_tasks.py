@@ -137,8 +137,8 @@ def test_teacher_student_bad_config():
 
 def test_load_task_unknown_name():
     allowed = (
-        "allowed: algorithmic, char_lm, digits, fashion_mnist, hf, modular, modular_tokens, "
-        "teacher_student"
+        "allowed: algorithmic, char_lm, digits, fashion_mnist, hf, inr_image, inr_sinusoid, "
+        "modular, modular_tokens, teacher_student"
     )
     with pytest.raises(TaskError, match=allowed):
         load_task({"name": "imagenet"})

@@ -9,9 +9,10 @@ from zoo.errors import TrainingError
 from zoo.naming import checkpoint_id
 from zoo.nn.architectures import build_model
 from zoo.nn.inits import INITS, init_module
-from zoo.recipe import expand_recipe
+from zoo.recipe import expand_recipe, recipe_from_dict
 from zoo.stages.plan import plan_batches
-from zoo.stages.train import PopulationTrainer, train_one, train_population
+from zoo.stages.train import PopulationTrainer, result_table, train_one, train_population
+from zoo.tasks import load_task
 
 from .conftest import tiny_recipe
 
@@ -160,3 +161,64 @@ def test_mid_epoch_step_checkpoints_equal_the_per_model_loop(tmp_path):
     late = tiny_recipe(tmp_path / "late", checkpoints={"epochs": [0, 1], "steps": [9]})
     with pytest.raises(TrainingError, match=r"checkpoints.steps \[9\] lie past step 8"):
         zoo.plan(late)
+
+
+# --- signal tasks (issue 14): each model its own target, one shared input ---------------------
+
+SIGNAL = {
+    "schema_version": 1,
+    "name": "sig",
+    "task": {"name": "inr_image", "source": "digits"},
+    "model": {"arch": "siren", "width": 8, "depth": 2, "w0": 30.0},
+    "init": {"scheme": "siren", "bias": "uniform"},
+    "grid": {"task.index": {"range": [0, 5]}},
+    "seeds": 2,
+    "checkpoints": {"epochs": [0, 1, 3]},
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "train", "task"),
+    [
+        ({}, {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 3}, {}),
+        ({}, {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "batch_size": 24, "epochs": 3}, {}),
+        (
+            {"arch": "fourier_mlp", "width": 8, "depth": 2, "frequencies": 3},
+            {"optimizer": "adamw", "lr": 1e-2, "batch_size": 64, "epochs": 3},
+            {},
+        ),
+        ({}, {"optimizer": "adam", "lr": 1e-3, "batch_size": 40, "epochs": 3}, {"holdout": 0.2}),
+    ],
+    ids=["siren-full-batch-adam", "siren-minibatch-sgd", "fourier-adamw", "siren-holdout"],
+)
+def test_signal_population_equals_per_model_loop_float64(model, train, task):
+    """Each model fits its own image: targets (M, B, C) gathered by each model's own minibatch
+    indices (full batch: the grid in order, one shared input), equal to train_one per run."""
+    data = {**SIGNAL, "train": train}
+    data["task"] = {**SIGNAL["task"], **task}
+    data["model"] = model or SIGNAL["model"]
+    if model:
+        data["init"] = {"scheme": "kaiming_uniform", "bias": "uniform"}
+    (batch,) = plan_batches(expand_recipe(recipe_from_dict(data)), 64)
+    assert len(batch.runs) == 10  # 5 images x 2 views: one population
+    result = train_population(batch, chunk_size=3, dtype=torch.float64)
+    assert _max_diff(batch, result) < 1e-12
+    rows = {(r["run_id"], r["epoch"]): r for r in result.rows}
+    for run in batch.runs:
+        first, last = rows[(run.run_id, 0)], rows[(run.run_id, 3)]
+        assert last["train_loss"] < first["train_loss"]  # every model fits its own image
+        assert last["train_psnr"] == pytest.approx(10 * math.log10(4 / last["train_loss"]))
+        assert last["label"] == load_task(run.task).signal.columns["label"]
+
+
+def test_signal_population_float32_is_close_and_rows_carry_the_signal():
+    data = {**SIGNAL, "train": {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 3}}
+    (batch,) = plan_batches(expand_recipe(recipe_from_dict(data)), 64)
+    result = train_population(batch)
+    assert _max_diff(batch, result, dtype=torch.float32) < 1e-4
+    row = result.rows[-1]
+    assert {"image_index", "label", "train_psnr", "test_psnr"} <= set(row)
+    assert "train_acc" not in row
+    table = result_table(batch, result)
+    assert table.schema.field("label").type == "int64"
+    assert table.schema.field("train_psnr").type == "double"

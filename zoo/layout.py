@@ -112,6 +112,32 @@ class PermutationSpec:
         )
 
 
+def chain_spec(
+    layers: list[tuple[str, int]], flatten_repeat: dict[int, int] | None = None
+) -> PermutationSpec:
+    """Spec of a chain of weight layers: the outputs of layer i and inputs of layer i+1 share P_i.
+
+    ``layers`` is ``[(name, n_out), …]``; the last layer's outputs (the classes) are not permuted.
+    ``flatten_repeat[i]`` is the H*W span of each channel where layer i+1 reads a flattened conv.
+
+    Example:
+        >>> chain_spec([("fc1", 4), ("out", 2)]).axes["out.weight"]
+        (None, 'P0')
+    """
+    flatten_repeat = flatten_repeat or {}
+    sizes, axes, repeats = {}, {}, {}
+    for i, (name, n_out) in enumerate(layers):
+        p_in = f"P{i - 1}" if i > 0 else None
+        p_out = f"P{i}" if i < len(layers) - 1 else None
+        if p_out:
+            sizes[p_out] = n_out
+        axes[f"{name}.weight"] = (p_out, p_in)
+        axes[f"{name}.bias"] = (p_out,)
+        if i > 0 and flatten_repeat.get(i - 1, 1) > 1:
+            repeats[f"{name}.weight"] = (1, flatten_repeat[i - 1])
+    return PermutationSpec(sizes=sizes, axes=axes, repeats=repeats)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Names, shapes and offsets of a flat weight vector, plus what rebuilds the network.

@@ -7,7 +7,8 @@ never a global RNG.
 
 Two seeds are in play, and the numbers are distinct within each:
 
-- **data seeds** (a task's ``split_seed`` or ``teacher_seed``): the task streams 1-7 and 70;
+- **data seeds** (a task's ``split_seed``, ``teacher_seed``, ``order_seed`` or ``coef_seed``):
+  the task streams 1-7, 60-62 and 70;
 - **run and tool seeds** (a run's ``seed``, a landscape probe's ``seed``, an augmenter's or a
   baseline's ``seed``): every other stream.
 
@@ -34,6 +35,9 @@ TEACHER = 4  # teacher network of teacher_student
 X_TRAIN = 5  # teacher_student training inputs
 X_TEST = 6  # teacher_student test inputs
 LABEL_NOISE = 7  # which training labels are replaced, and by what
+SIGNAL_ORDER = 60  # signal tasks: which source image is task.index k (seed: task.order_seed)
+SIGNAL_COEFFS = 61  # inr_sinusoid: the coefficients of signal task.index (seed: task.coef_seed)
+PIXEL_HOLDOUT = 62  # inr_image: the pixels held out as the test split (seed: task.order_seed)
 SEQUENCES = 70  # the random sequences of the algorithmic tasks (copy, reverse, sort)
 
 DATA_STREAMS = {
@@ -44,6 +48,9 @@ DATA_STREAMS = {
     "X_TRAIN": X_TRAIN,
     "X_TEST": X_TEST,
     "LABEL_NOISE": LABEL_NOISE,
+    "SIGNAL_ORDER": SIGNAL_ORDER,
+    "SIGNAL_COEFFS": SIGNAL_COEFFS,
+    "PIXEL_HOLDOUT": PIXEL_HOLDOUT,
     "SEQUENCES": SEQUENCES,
 }
 
@@ -61,6 +68,7 @@ GENERATOR_NOISE = 41  # generator evaluation: the noise baseline
 GENERATOR_AVERAGE = 42  # generator evaluation: the average-of-k baseline
 GENERATOR_GAUSSIAN = 43  # generator evaluation: the per-coordinate Gaussian baseline
 LEARN = 51  # downstream baselines: weight-space nets' init (key 1) and augmentations (key 2)
+INIT_SIGNAL = 63  # signal tasks: a run's initial weights from its seed and task.index
 STUDY_ORDER = 80  # studies: fine-tune minibatch order (keys: study, epoch)
 STUDY_HEAD = 81  # studies: the fresh readout of a transfer fine-tune (seed: the run's)
 STUDY_PERMUTATION = 82  # studies: phase-label shuffles of the permutation test
@@ -79,6 +87,7 @@ RUN_STREAMS = {
     "GENERATOR_AVERAGE": GENERATOR_AVERAGE,
     "GENERATOR_GAUSSIAN": GENERATOR_GAUSSIAN,
     "LEARN": LEARN,
+    "INIT_SIGNAL": INIT_SIGNAL,
     "STUDY_ORDER": STUDY_ORDER,
     "STUDY_HEAD": STUDY_HEAD,
     "STUDY_PERMUTATION": STUDY_PERMUTATION,

@@ -433,16 +433,17 @@ def _print_inspect(out: Path, console: Console | None = None) -> None:
 
     folder = out / DATASET_DIR
     layouts = json.loads((folder / LAYOUT_FILE).read_text())
-    rows, labelled = [], []
+    rows, labelled, metric = [], [], "test_acc"
     for config in layouts:
         for split, ds in datasets.load_dataset(str(folder), config).items():
-            rows.append((config, split, len(ds), _inspect_cells(ds)))
+            metric = "test_acc" if "test_acc" in ds.features else "test_psnr"  # signal zoos
+            rows.append((config, split, len(ds), _inspect_cells(ds, metric)))
             labelled += _coverage_rows(ds)
     phased = any(cells[-1] for *_, cells in rows)
     unhealthy = any(cells[1] for *_, cells in rows)
     table = Table(title=f"zoo {out}", box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("config", no_wrap=True)
-    for name in ("split", "rows", "runs", "test_acc"):
+    for name in ("split", "rows", "runs", metric):
         table.add_column(name, no_wrap=True, justify="left" if name == "split" else "right")
     if unhealthy:
         table.add_column("diverged")
@@ -454,7 +455,7 @@ def _print_inspect(out: Path, console: Console | None = None) -> None:
     console = console or Console()
     console.print(table)
     params = ", ".join(f"{c} {layouts[c]['num_params']:,}" for c in layouts)
-    notes = [f"parameters: {params}", "test_acc: mean ± std over runs at the last epoch"]
+    notes = [f"parameters: {params}", f"{metric}: mean ± std over runs at the last epoch"]
     if phased:
         notes.append("phases: cells' labels at the last annotated epoch")
     console.print("\n".join(notes))
@@ -499,13 +500,12 @@ def _print_coverage(rows: list[dict]) -> None:
         Console().print(unsure)
 
 
-def _inspect_cells(ds) -> list[str]:
-    """runs, diverged rows, test accuracy at the last epoch, phase counts."""
-    names = ["run_id", "status", "epoch", "test_acc"] + (
-        ["phase"] if "phase" in ds.features else []
-    )
+def _inspect_cells(ds, metric: str = "test_acc") -> list[str]:
+    """runs, diverged rows, the test metric (accuracy; PSNR for a signal zoo) at the last epoch,
+    phase counts."""
+    names = ["run_id", "status", "epoch", metric] + (["phase"] if "phase" in ds.features else [])
     cols = ds.select_columns(names).to_pandas()
-    last = cols[cols.epoch == cols.epoch.max()].test_acc
+    last = cols[cols.epoch == cols.epoch.max()][metric]
     diverged = int((cols.status != "ok").sum())
     acc = f"{last.mean():.3f} ± {last.std():.3f}" if len(last) > 1 else f"{last.mean():.3f}"
     labelled = cols[cols.phase != ""] if "phase" in cols else cols.iloc[:0]

@@ -84,7 +84,9 @@ def evaluate_generator(
 
 def _learn_table(report) -> Table:
     table = Table(title=f"zoo learn {report.folder} ({report.config}): test-split scores")
-    for col in ("target", "model", "augment", "R²", "Kendall τ", "acc", "train/test"):
+    views = any(s.views is not None for s in report.scores)
+    cols = ("target", *(["views"] if views else []), "model", "augment", "R²", "Kendall τ", "acc")
+    for col in (*cols, "train/test"):
         table.add_column(col, overflow="fold")
 
     def fmt(value, std=None):
@@ -95,11 +97,12 @@ def _learn_table(report) -> Table:
     for s in report.scores:
         table.add_row(
             s.target,
+            *([str(s.views)] if views else []),
             s.model,
             s.augmentation,
             fmt(s.r2, s.r2_std),
             fmt(s.tau, s.tau_std),
-            fmt(s.accuracy),
+            fmt(s.accuracy, s.accuracy_std),
             f"{s.n_train}/{s.n_test}",
         )
     return table
@@ -130,6 +133,27 @@ def learn(
     epochs: Annotated[int, typer.Option(help="Epochs per weight-space net.")] = 60,
     repeats: Annotated[int, typer.Option(help="Seeds per weight-space net (mean ± std).")] = 1,
     seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
+    classify: Annotated[
+        bool,
+        typer.Option(
+            help="Predict TARGET (default: label) as a class: accuracy instead of R² and τ, "
+            "as in the INR classification benchmarks (signal zoos)."
+        ),
+    ] = False,
+    views: Annotated[
+        list[int] | None,
+        typer.Option(help="With --classify: training views per signal (repeatable; 0: all)."),
+    ] = None,
+    group: Annotated[
+        str,
+        typer.Option(
+            help="With --classify: auto (the zoo's splits if every view of a signal is in one, "
+            "else by task__index), a column to split by, or '' (the zoo's splits)."
+        ),
+    ] = "auto",
+    epoch: Annotated[
+        str, typer.Option(help="With --classify: the epoch whose checkpoints are used, or last.")
+    ] = "last",
 ):
     """Downstream baselines on a built zoo: predict TARGET from weights, split by run.
 
@@ -137,7 +161,15 @@ def learn(
     on flat weights and a DeepSets net over neurons, without and with each augmentation.
     Prints R², Kendall τ (accuracy for phase) on the test split and writes JSON.
     Example: zoo learn out/quickstart --target test_acc --target epoch --repeats 3
+
+    --classify: class labels from weights (a signal zoo's image class), with statistics
+    baselines and the nets, per number of training views.
+    Example: zoo learn out/digits_siren_views --classify --views 1 --views 0 --repeats 3
     """
+    if classify:
+        options = {"views": views, "group": group, "epoch": epoch, "json_path": json_path}
+        run = {"nets": nets, "augment": augment, "epochs": epochs, "repeats": repeats}
+        return _learn_classes(out, (target or ["label"])[0], config, seed, options, run)
     from zoo.store.dataset import load_layout
     from zoo.store.fs import atomic_write_bytes
     from zoo.weightspace import learn as baselines
@@ -174,6 +206,40 @@ def learn(
     for note in report.notes:
         print_out(f"[yellow]note:[/] {note}")
     path = json_path or out / "learn.json"
+    atomic_write_bytes(path, json.dumps(report.to_dict(), indent=1).encode())
+    print_out(f"scores: {path}")
+
+
+def _learn_classes(out: Path, target: str, config, seed: int, options: dict, run: dict) -> None:
+    """``zoo learn --classify``: :func:`zoo.weightspace.classify.learn_classes`, printed."""
+    from zoo.store.fs import atomic_write_bytes
+    from zoo.weightspace import classify
+    from zoo.weightspace import learn as baselines
+
+    epoch = options["epoch"] if options["epoch"] == "last" else int(options["epoch"])
+    views = [v or None for v in options["views"] or [0]]
+    try:
+        with console.status("[bold]learn --classify[/]") as status:
+            report = classify.learn_classes(
+                out,
+                target,
+                config=config,
+                nets=baselines.NETS if run["nets"] else (),
+                augmentations=run["augment"] or list(baselines.DEFAULT_AUGMENTATIONS),
+                epochs=run["epochs"],
+                repeats=run["repeats"],
+                seed=seed,
+                group=options["group"],
+                epoch=epoch,
+                views=views,
+                progress=lambda label: status.update(f"[bold]learn --classify[/] {label}"),
+            )
+    except ZooError as err:
+        _fail(err)
+    Console().print(_learn_table(report))
+    for note in report.notes:
+        print_out(f"[yellow]note:[/] {note}")
+    path = options["json_path"] or out / "learn.json"
     atomic_write_bytes(path, json.dumps(report.to_dict(), indent=1).encode())
     print_out(f"scores: {path}")
 

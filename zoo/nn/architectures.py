@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from zoo.errors import ModelError
-from zoo.layout import Layout, PermutationSpec, unflatten
+from zoo.layout import Layout, PermutationSpec, chain_spec, unflatten
+from zoo.nn.fields import Sine, build_fourier_mlp, build_siren
 from zoo.nn.resnet import build_resnet
 from zoo.nn.transformer import build_transformer
 
@@ -28,6 +29,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
     "gelu": nn.GELU,
+    "sine": Sine,  # sin(x); SIREN's sin(w0 x) is model.arch siren
 }
 
 Built = tuple[nn.Module, PermutationSpec]
@@ -65,25 +67,6 @@ def set_dropout_generator(module: nn.Module, gen: torch.Generator | None) -> Non
             layer.generator = gen
 
 
-def _chain_spec(layers: list[tuple[str, int]], flatten_repeat: dict[int, int]) -> PermutationSpec:
-    """Spec of a chain of weight layers: the outputs of layer i and inputs of layer i+1 share P_i.
-
-    ``layers`` is ``[(name, n_out), …]``; the last layer's outputs (the classes) are not permuted.
-    ``flatten_repeat[i]`` is the H*W span of each channel where layer i+1 reads a flattened conv.
-    """
-    sizes, axes, repeats = {}, {}, {}
-    for i, (name, n_out) in enumerate(layers):
-        p_in = f"P{i - 1}" if i > 0 else None
-        p_out = f"P{i}" if i < len(layers) - 1 else None
-        if p_out:
-            sizes[p_out] = n_out
-        axes[f"{name}.weight"] = (p_out, p_in)
-        axes[f"{name}.bias"] = (p_out,)
-        if i > 0 and flatten_repeat.get(i - 1, 1) > 1:
-            repeats[f"{name}.weight"] = (1, flatten_repeat[i - 1])
-    return PermutationSpec(sizes=sizes, axes=axes, repeats=repeats)
-
-
 def _act(cfg: dict) -> nn.Module:
     return ACTIVATIONS[cfg["activation"]]()
 
@@ -110,7 +93,7 @@ def build_mlp(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> Built:
         layers.append((f"fc{i + 1}", width))
     mods.append(("out", nn.Linear(width if depth else n_in, n_classes)))
     layers.append(("out", n_classes))
-    return nn.Sequential(OrderedDict(mods)), _chain_spec(layers, {})
+    return nn.Sequential(OrderedDict(mods)), chain_spec(layers, {})
 
 
 def _conv_out(size: int, k: int, stride: int = 1, pad: int = 0) -> int:
@@ -155,7 +138,7 @@ def build_cnn_s(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> Buil
         ("fc2", nn.Linear(20, n_classes)),
     ]
     layers = [("conv1", 8), ("conv2", 6), ("conv3", 4), ("fc1", 20), ("fc2", n_classes)]
-    spec = _chain_spec(layers, {2: sides[0] * sides[1]})
+    spec = chain_spec(layers, {2: sides[0] * sides[1]})
     return nn.Sequential(OrderedDict(mods)), spec
 
 
@@ -181,7 +164,11 @@ def build_cnn_small(cfg: dict, input_shape: tuple[int, ...], n_classes: int) -> 
         ("fc", nn.Linear(width, n_classes)),
     ]
     layers = [("conv1", width), ("conv2", width), ("conv3", width), ("fc", n_classes)]
-    return nn.Sequential(OrderedDict(mods)), _chain_spec(layers, {})
+    return nn.Sequential(OrderedDict(mods)), chain_spec(layers, {})
+
+
+def _fourier_mlp(cfg: dict, input_shape: tuple[int, ...], n_out: int) -> Built:
+    return build_fourier_mlp(cfg, input_shape, n_out, lambda: _act(cfg))
 
 
 def _resnet(cfg: dict, input_shape: tuple[int, ...], n_classes: int):
@@ -200,6 +187,8 @@ ARCHITECTURES: dict[str, Callable[[dict, tuple[int, ...], int], Built]] = {
     "cnn_small": build_cnn_small,
     "resnet": _resnet,
     "transformer": _transformer,
+    "siren": build_siren,  # coordinate networks (neural fields): zoo/nn/fields.py
+    "fourier_mlp": _fourier_mlp,
 }
 
 
@@ -256,7 +245,8 @@ def build_model_from_layout(layout: Layout) -> nn.Module:
 
 def layout_name(layout: Layout) -> str:
     """A readable config name for a layout, e.g. ``mlp_d2_w32``, ``cnn_s``, ``cnn_small_w16``,
-    ``resnet_s2_b1_w8``, ``transformer_l1_w128_h4``."""
+    ``resnet_s2_b1_w8``, ``transformer_l1_w128_h4``, ``siren_d2_w32``,
+    ``fourier_mlp_d2_w64_f6``."""
     m = layout.model
     if m["arch"] == "mlp":
         return f"mlp_d{m['depth']}_w{m['width']}"
@@ -266,6 +256,10 @@ def layout_name(layout: Layout) -> str:
         return f"resnet_s{m['stages']}_b{m['blocks']}_w{m['width']}"
     if m["arch"] == "transformer":
         return f"transformer_l{m['layers']}_w{m['width']}_h{m['heads']}"
+    if m["arch"] == "siren":
+        return f"siren_d{m['depth']}_w{m['width']}"
+    if m["arch"] == "fourier_mlp":
+        return f"fourier_mlp_d{m['depth']}_w{m['width']}_f{m['frequencies']}"
     return m["arch"]
 
 

@@ -39,6 +39,7 @@ from zoo import streams
 from zoo.errors import ModelError
 from zoo.layout import Layout
 from zoo.nn.architectures import build_model
+from zoo.nn.fields import siren_omega
 from zoo.recipe import RunConfig, resolve_section
 from zoo.streams import torch_generator
 from zoo.tasks.base import Task
@@ -50,6 +51,7 @@ _GAIN_NAME = {
     "tanh": "tanh",
     "sigmoid": "sigmoid",
     "gelu": "relu",
+    "sine": "linear",  # sin(z) ~ z near 0
 }
 
 InitFn = Callable[[torch.Tensor, torch.Generator, str, dict], None]
@@ -213,7 +215,30 @@ def identity(w: torch.Tensor, act: str, cfg: dict) -> None:
 DETERMINISTIC_INITS: dict[str, DeterministicFn] = {"zero": zero, "identity": identity}
 
 # every name init.scheme accepts (the schema's enum lists the same)
-SCHEMES: tuple[str, ...] = (*INITS, *DETERMINISTIC_INITS, "lsuv")
+SCHEMES: tuple[str, ...] = (*INITS, *DETERMINISTIC_INITS, "lsuv", "siren")
+
+
+# --- SIREN (position-aware) --------------------------------------------------------------------
+
+
+def siren_(module: nn.Module, gen: torch.Generator, bias: str) -> None:
+    """SIREN's initialization (Sitzmann et al. 2020, Sec. 3.2 and their code), in place: the
+    first weight layer U(-1/fan_in, 1/fan_in); every later one U(-c, c) with
+    c = sqrt(6/fan_in)/w0, so that w0·W is U(-sqrt(6/fan_in), sqrt(6/fan_in)) and the
+    pre-activations of every sine layer stay standard whatever the depth. ``w0`` is read from the
+    module's sine layers. Biases by ``init.bias`` (the authors keep PyTorch's default, which is
+    ``init.bias: uniform``). The weights are drawn layer by layer from ``gen``."""
+    w0 = siren_omega(module)
+    if w0 is None:
+        raise ModelError(
+            "init.scheme 'siren' draws each layer's range from the sine layers' w0, and this "
+            "model has no sine layer; use model.arch siren (or activation sine), or another scheme"
+        )
+    for i, (_, layer) in enumerate(_weight_layers(module)):
+        fan_in = _fan_in(layer.weight)
+        bound = 1.0 / fan_in if i == 0 else math.sqrt(6.0 / fan_in) / w0
+        layer.weight.uniform_(-bound, bound, generator=gen)
+        _fill_bias(layer, bias, gen)
 
 
 # --- LSUV (data-dependent) ---------------------------------------------------------------------
@@ -289,6 +314,18 @@ def _fill_bias(layer: nn.Module, mode: str, gen: torch.Generator) -> None:
     layer.bias.uniform_(-bound, bound, generator=gen)
 
 
+def _fill_layers(
+    module: nn.Module, scheme: str, cfg: dict, activation: str, gen: torch.Generator
+) -> None:
+    """Each layer's weight by a per-layer ``scheme``, then its bias, in ``named_modules`` order."""
+    for _, layer in _weight_layers(module):
+        if scheme in DETERMINISTIC_INITS:
+            DETERMINISTIC_INITS[scheme](layer.weight, activation, cfg)
+        else:
+            INITS[scheme](layer.weight, gen, activation, cfg)
+        _fill_bias(layer, cfg["bias"], gen)
+
+
 @torch.no_grad()
 def init_module(
     module: nn.Module,
@@ -312,12 +349,10 @@ def init_module(
     cfg = resolve_section("init", cfg)
     scheme = cfg["scheme"]
     fill_scheme = cfg["base"] if scheme == "lsuv" else scheme
-    for _, layer in _weight_layers(module):
-        if fill_scheme in DETERMINISTIC_INITS:
-            DETERMINISTIC_INITS[fill_scheme](layer.weight, activation, cfg)
-        else:
-            INITS[fill_scheme](layer.weight, gen, activation, cfg)
-        _fill_bias(layer, cfg["bias"], gen)
+    if scheme == "siren":  # each layer's range depends on its position
+        siren_(module, gen, cfg["bias"])
+    else:
+        _fill_layers(module, fill_scheme, cfg, activation, gen)
     if scheme == "lsuv":
         if inputs is None:
             raise ModelError("init.scheme 'lsuv' needs the task's training inputs (inputs=...)")
@@ -328,9 +363,12 @@ def init_module(
 
 
 def init_model(run: RunConfig, task: Task) -> tuple[nn.Sequential, Layout]:
-    """The run's module at epoch 0, initialized from its own seed."""
+    """The run's module at epoch 0, initialized from its own seed (signal tasks with
+    ``task.shared_init: false``: from its seed and ``task.index``, stream ``INIT_SIGNAL``)."""
     module, layout = build_model(run.model, task.input_shape, task.n_classes)
     gen = torch_generator(run.seed, streams.INIT)
+    if run.task.get("shared_init") is False:  # signal tasks: each signal draws its own init
+        gen = torch_generator(run.seed, streams.INIT_SIGNAL, int(run.task["index"]))
     # lsuv probes the training inputs; the other schemes ignore them
     init_module(module, run.init, run.model["activation"], gen, inputs=task.x_train)
     return module, layout

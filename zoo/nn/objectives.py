@@ -97,7 +97,40 @@ class LanguageModel(CrossEntropy):
         return out | {"ppl": out["loss"].exp()}
 
 
+@dataclass(frozen=True)
+class MeanSquaredError:
+    """Regression on per-example target vectors (a signal's values at its coordinates, issue
+    14): outputs and targets ``(M, B, C)``. Training minimizes the mean squared error over every
+    target entry; checkpoints report it as ``loss`` and its PSNR,
+    ``psnr = 10 log10(PEAK_TO_PEAK^2 / loss)`` in dB. Signal tasks scale their values to
+    [-1, 1], so ``PEAK_TO_PEAK = 2``: the PSNR of the same signal in [0, 1] with peak 1."""
+
+    name: ClassVar[str] = "regression"
+    metrics: ClassVar[tuple[str, ...]] = ("loss", "psnr")
+    PEAK_TO_PEAK: ClassVar[float] = 2.0
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``(M,)`` mean squared error of each model over its targets."""
+        return (out - y).pow(2).reshape(out.shape[0], -1).mean(1)
+
+    def sums(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per model: the float64 sum of squared errors and the number of target entries."""
+        sq = (out.double() - y.double()).pow(2).reshape(out.shape[0], -1)  # (M, B*C)
+        return {"loss": sq.sum(1), "count": torch.full_like(sq[:, 0], sq.shape[1])}
+
+    def module_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The scalar loss of one plain module's outputs (the per-model reference loop)."""
+        return F.mse_loss(out, y)
+
+    def means(self, totals: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``loss`` (the MSE over every target entry of the split) and its ``psnr`` in dB (inf
+        for a perfect fit), from the summed :meth:`sums` of every evaluation batch."""
+        mse = totals["loss"] / totals["count"]
+        return {"loss": mse, "psnr": 10.0 * torch.log10(self.PEAK_TO_PEAK**2 / mse)}
+
+
 OBJECTIVES: dict[str, Objective] = {
     CrossEntropy.name: CrossEntropy(),
     LanguageModel.name: LanguageModel(),
+    MeanSquaredError.name: MeanSquaredError(),
 }

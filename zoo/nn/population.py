@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from zoo.nn.architectures import dropout_mask
+from zoo.nn.fields import FourierFeatures
 
 
 def _pop_linear(name: str, params: dict, h: torch.Tensor) -> torch.Tensor:
@@ -166,4 +167,12 @@ def _first_layer(children, params: dict, x: torch.Tensor, unfold: bool = False):
         xb = x[0].reshape(x.shape[1], -1)  # (B, I)
         h = torch.addmm(b.reshape(-1), xb, w.reshape(-1, w.shape[2]).T)  # (B, M*O)
         return 2, h.view(len(xb), m, -1).transpose(0, 1), False  # (M, B, O)
+    if shared and isinstance(first, nn.Linear | FourierFeatures):
+        # coordinate networks: encode the shared coordinates once, then one matmul over every
+        # model's first-layer weights (the INR's best case: tiny models, one shared grid)
+        start, xb = (1, first(x[0])) if isinstance(first, FourierFeatures) else (0, x[0])
+        name = children[start][0]
+        w, b = params[f"{name}.weight"], params[f"{name}.bias"]  # (M, O, I), (M, O)
+        h = torch.addmm(b.reshape(-1), xb, w.reshape(-1, w.shape[2]).T)  # (B, M*O)
+        return start + 1, h.view(len(xb), m, -1).transpose(0, 1), False  # (M, B, O)
     return 0, x, False

@@ -7,7 +7,14 @@ overrides a file, ``expand`` makes the runs.
 
 from zoo.recipe.expand import RunConfig, expand_recipe
 from zoo.recipe.load import Recipe, apply_overrides, apply_scale, load_recipe, recipe_from_dict
-from zoo.recipe.schema import SECTIONS, fill_defaults, recipe_schema, resolve_section
+from zoo.recipe.schema import (
+    SECTIONS,
+    fill_defaults,
+    per_model_keys,
+    recipe_schema,
+    resolve_section,
+    signal_tasks,
+)
 
 __all__ = [
     "SECTIONS",
@@ -18,7 +25,9 @@ __all__ = [
     "expand_recipe",
     "fill_defaults",
     "load_recipe",
+    "per_model_keys",
     "recipe_from_dict",
     "recipe_schema",
     "resolve_section",
+    "signal_tasks",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 from zoo.naming import run_id as make_run_id
 from zoo.naming import short_hash
 from zoo.recipe.load import Recipe
-from zoo.recipe.sampling import checkpoint_epochs, sample_points
+from zoo.recipe.sampling import checkpoint_epochs, grid_values, sample_points
 from zoo.recipe.schema import SECTIONS, resolve_section
 
 
@@ -105,7 +105,7 @@ def expand_recipe(recipe: Recipe) -> list[RunConfig]:
         6
     """
     res = recipe.resolved
-    grid = res["grid"]
+    grid = {k: grid_values(v) for k, v in res["grid"].items()}
     keys = list(grid)
     drawn = sample_points(res["sample"]) if res.get("sample") else [None]
     runs = []

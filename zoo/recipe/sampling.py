@@ -102,6 +102,20 @@ def sample_points(sample: dict) -> list[dict]:
     return points
 
 
+def grid_values(values: list | dict) -> list:
+    """The values of one grid key: a list as written, or the integers of ``{range: [start,
+    stop(, step)]}`` (Python's ``range``: stop excluded), the compact form for keys with many
+    values such as ``task.index``.
+
+    Example:
+        >>> grid_values({"range": [0, 3]}), grid_values({"range": [10, 0, -5]}), grid_values([1])
+        ([0, 1, 2], [10, 5], [1])
+    """
+    if isinstance(values, dict):
+        return list(range(*values["range"]))
+    return list(values)
+
+
 def log_epochs(count: int, epochs: int) -> list[int]:
     """``min(count, epochs)`` distinct epochs in 1..epochs, about evenly spaced in log(epoch),
     always 1 and ``epochs``: each is ``round(epochs ** (i / (n - 1)))``, pushed up to stay

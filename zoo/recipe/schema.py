@@ -41,6 +41,21 @@ def applies(prop: dict, kind: Any) -> bool:
     return "x-zoo-for" not in prop or kind in prop["x-zoo-for"]
 
 
+@cache
+def per_model_keys(section: str) -> tuple[str, ...]:
+    """Keys of a section marked ``x-zoo-per-model``: runs that differ only in them share a
+    population, each model with its own value (``task.index``: which signal a run fits)."""
+    props = section_schema(section)["properties"]
+    return tuple(k for k, p in props.items() if p.get("x-zoo-per-model"))
+
+
+@cache
+def signal_tasks() -> tuple[str, ...]:
+    """Task names with a per-model key: signal tasks, one signal per run (issue 14)."""
+    props = section_schema("task")["properties"]
+    return tuple(sorted({kind for k in per_model_keys("task") for kind in props[k]["x-zoo-for"]}))
+
+
 # --- defaults ----------------------------------------------------------------------------------
 
 

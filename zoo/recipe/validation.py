@@ -13,8 +13,20 @@ from typing import Any
 
 import jsonschema
 
-from zoo.recipe.sampling import checkpoint_epochs, distribution_problems, space_size
-from zoo.recipe.schema import SECTIONS, applies, key_schema, recipe_schema, section_schema
+from zoo.recipe.sampling import (
+    checkpoint_epochs,
+    distribution_problems,
+    grid_values,
+    space_size,
+)
+from zoo.recipe.schema import (
+    SECTIONS,
+    applies,
+    key_schema,
+    recipe_schema,
+    section_schema,
+    signal_tasks,
+)
 
 
 def recipe_problems(data: dict) -> list[str]:
@@ -58,6 +70,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return (
             f"{where}: key {value!r} is not a dotted path into task, model, init or train "
             f"(e.g. 'train.lr', 'model.width')"
+        )
+    if kind == "oneOf" and where.startswith("grid."):
+        return (
+            f"{where}: {value!r} is neither a list of values nor {{range: [start, stop]}} "
+            "(integers, stop excluded)"
         )
     if kind == "oneOf" and where.startswith("sample.params."):
         return (
@@ -106,17 +123,32 @@ def grid_problems(data: dict) -> list[str]:
     out = []
     for key, values in data.get("grid", {}).items():
         problems = _key_problems(key, f"grid.{key}")
-        if not problems:
+        if not problems and isinstance(values, dict):
+            problems += _range_problems(key, values["range"])
+        elif not problems:
             for i, value in enumerate(values):
                 problems += _value_problems(key_schema(key), value, f"grid.{key}[{i}]")
         out += problems
     return out + _never_applied(data)
 
 
+def _range_problems(key: str, bounds: list[int]) -> list[str]:
+    """A grid ``range`` must be non-empty, and its first and last values fit the key."""
+    where, values = f"grid.{key}.range", grid_values({"range": bounds})
+    if len(bounds) == 3 and bounds[2] == 0:
+        return [f"{where}: step must not be 0, got {bounds}"]
+    if not values:
+        return [f"{where}: {bounds} is empty (Python's range: stop is excluded); e.g. [0, 10]"]
+    prop = key_schema(key)
+    return _value_problems(prop, values[0], f"{where}[first]") + _value_problems(
+        prop, values[-1], f"{where}[last]"
+    )
+
+
 def _never_applied(data: dict) -> list[str]:
     """Grid or sampled keys that apply to none of the runs (e.g. ``init.rank`` while no run uses
     ``init.scheme: low_rank``): they would be dropped silently."""
-    varied = dict(data.get("grid", {}))
+    varied = {k: grid_values(v) for k, v in data.get("grid", {}).items()}
     for key, dist in ((data.get("sample") or {}).get("params") or {}).items():
         varied[key] = dist.get("choice", [])
     out = []
@@ -139,7 +171,7 @@ def _never_applied(data: dict) -> list[str]:
 def consistency_problems(data: dict) -> list[str]:
     """Constraints across keys: checkpoint epochs within training, split fractions sum to 1."""
     out = []
-    epochs = [data["train"]["epochs"], *data.get("grid", {}).get("train.epochs", [])]
+    epochs = [data["train"]["epochs"], *grid_values(data.get("grid", {}).get("train.epochs", []))]
     sampled = ((data.get("sample") or {}).get("params") or {}).get("train.epochs", {})
     epochs += [min(v) for v in sampled.values()]
     wanted = (data.get("checkpoints") or {}).get("epochs") or []
@@ -149,7 +181,7 @@ def consistency_problems(data: dict) -> list[str]:
             f"checkpoints.epochs: {too_late} exceed train.epochs ({min(epochs)}); "
             f"checkpoint epochs must lie in 0..train.epochs"
         )
-    out += _landscape_at_problems(data, epochs)
+    out += _landscape_at_problems(data, epochs) + _signal_problems(data)
     splits = (data.get("output") or {}).get("splits")
     if splits is not None and abs(sum(splits.values()) - 1.0) > 1e-6:
         out.append(f"output.splits: fractions {splits} sum to {sum(splits.values())}, not 1")
@@ -157,6 +189,17 @@ def consistency_problems(data: dict) -> list[str]:
     if "." in split_by:
         out += _key_problems(split_by, "output.split_by")
     return out
+
+
+def _signal_problems(data: dict) -> list[str]:
+    """Signal tasks train on per-model targets; the landscape stage scores shared labels."""
+    task = data["task"]["name"]
+    if task in signal_tasks() and (data.get("landscape") or {}).get("metrics"):
+        return [
+            f"landscape.metrics: the landscape stage needs a classification task, and task.name "
+            f"{task!r} fits one signal per run (regression); remove landscape.metrics"
+        ]
+    return []
 
 
 def _landscape_at_problems(data: dict, epochs: list[int]) -> list[str]:

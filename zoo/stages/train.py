@@ -9,6 +9,11 @@ activations stay in cache (8 models for MLPs, 4 for CNNs: measured best on a 2 M
 
 A model whose loss turns NaN/inf is frozen where it stands and its rows get
 ``status="diverged"``; the others go on.
+
+Signal tasks (issue 14: one INR per image) give every model its own targets on shared inputs:
+the trainer stacks each run's targets ``(M, N, C)`` and gathers them by each model's minibatch
+indices; in a full-batch epoch the coordinates are visited in grid order (:func:`epoch_order`),
+so the population shares one input and its first layer is one matmul over all models.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import pyarrow as pa
 import torch
 
 from zoo import streams
+from zoo.errors import TrainingError
 from zoo.layout import Layout, unflatten
 from zoo.naming import canonical_json, checkpoint_id, step_checkpoint_id, tensor_name
 from zoo.nn.architectures import set_dropout_generator
@@ -42,6 +48,16 @@ def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.from_numpy(numpy_rng(seed, streams.DATA_ORDER, epoch).permutation(n))
 
 
+def epoch_order(run: RunConfig, epoch: int, n: int, signal: bool = False) -> torch.Tensor:
+    """:func:`data_order`, except that a full-batch epoch of a signal task visits the
+    coordinates in grid order: its one step sees them all (the order changes only the rounding
+    of the sum), and every model of the population then shares the input, which the
+    population forward runs as one matmul over all models' first layers."""
+    if signal and run.train["batch_size"] >= n:
+        return torch.arange(n)
+    return data_order(run.seed, epoch, n)
+
+
 @dataclass
 class TrainResult:
     """What training a population batch produced: one entry per checkpoint, in run order."""
@@ -52,20 +68,33 @@ class TrainResult:
     seconds: float = 0.0
     metrics: tuple[str, ...] = ("loss", "acc")  # the objective's, reported per split
     task_source: str = ""  # where the task's data came from (Task.source), for the card
+    columns: tuple[tuple[str, pa.DataType], ...] = ()  # signal columns (image_index, label, …)
 
 
 @torch.no_grad()
 def evaluate(
-    module, params, x, y, batch_size: int, objective: Objective = OBJECTIVES["classification"]
+    module,
+    params,
+    x,
+    y,
+    batch_size: int,
+    objective: Objective = OBJECTIVES["classification"],
+    per_model: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Every metric of ``objective`` for every model on ``(x, y)``: ``{metric: (M,)}`` means over
-    the scored targets (for classification: cross-entropy ``loss`` and accuracy ``acc``)."""
+    the scored targets (for classification: cross-entropy ``loss`` and accuracy ``acc``).
+    ``per_model``: ``y`` holds each model's own targets ``(M, N, …)`` (signal tasks)."""
     m = next(iter(params.values())).shape[0]
     totals: dict[str, torch.Tensor] = {}
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        xb = x[i : i + batch_size]
+        yb = (
+            y[:, i : i + batch_size]
+            if per_model
+            else y[i : i + batch_size].expand(m, *[-1] * y.dim())
+        )
         out = forward_population(module, params, xb.expand(m, *xb.shape))  # (M, B, …)
-        part = objective.sums(out, yb.expand(m, *yb.shape))
+        part = objective.sums(out, yb)
         totals = {k: totals[k] + v for k, v in part.items()} if totals else part
     return objective.means(totals)
 
@@ -86,14 +115,22 @@ class PopulationTrainer:
         eval_batch_size: int = 1024,
         task: Task | None = None,
         dtype: torch.dtype = torch.float32,
+        tasks: list[Task] | None = None,
     ):
         self.batch, self.runs, self.device = batch, batch.runs, torch.device(device)
         first = self.runs[0]
-        self.task = task or load_task(first.task)
+        self.task = task or (tasks[0] if tasks else load_task(first.task))
         self.objective = OBJECTIVES[self.task.objective]
         self.x_train = inputs_as(self.task.x_train, device, dtype)
         self.x_test = inputs_as(self.task.x_test, device, dtype)
-        self.y_train, self.y_test = self.task.y_train.to(device), self.task.y_test.to(device)
+        self.signal = self.task.signal is not None  # per-model targets (M, N, C)
+        if self.signal:
+            data = tasks or [self.task] + [load_task(r.task) for r in self.runs[1:]]
+            y_train, y_test, self.columns = signal_targets(self.runs, data)
+            self.y_train, self.y_test = y_train.to(device, dtype), y_test.to(device, dtype)
+        else:
+            self.y_train, self.y_test = self.task.y_train.to(device), self.task.y_test.to(device)
+            self.columns = [{} for _ in self.runs]
         modules = [init_model(r, self.task) for r in self.runs]  # initialized in float32
         self.module, self.layout = modules[0][0].to(device, dtype), modules[0][1]
         size = chunk_size or default_chunk(first.model)
@@ -142,11 +179,26 @@ class PopulationTrainer:
         """All models' parameters stacked: ``{name: (M, *shape)}`` (a copy, no grad)."""
         return {n: torch.cat([c[n].detach() for c in self.chunks]) for n in self.layout.names}
 
+    def minibatch(self, k: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Chunk ``k``'s inputs ``(m, B, …)`` and targets on indices ``idx: (m, B)``: shared
+        targets gathered by each model's indices, or (signal tasks) each model's own targets
+        ``(m, B, C)`` by its indices, with the coordinates as one shared input (a stride-0 view)
+        when every model of the chunk visits the same ones (a full-batch epoch)."""
+        if not self.signal:
+            return self.x_train[idx], self.y_train[idx]  # (m, B, ...), (m, B)
+        c0, c1 = self.bounds[k]
+        y = self.y_train[c0:c1]  # (m, N, C)
+        y = y.gather(1, idx[:, :, None].expand(-1, -1, y.shape[2]))  # (m, B, C)
+        if bool((idx == idx[:1]).all()):
+            x = self.x_train[idx[0]]
+            return x.expand(c1 - c0, *x.shape), y
+        return self.x_train[idx], y
+
     def step_chunk(self, k: int, idx: torch.Tensor) -> torch.Tensor:
         """One optimizer step of chunk ``k`` on minibatch indices ``idx: (m, B)``; returns the
         per-model mean losses ``(m,)``."""
         leaves = self.chunks[k]
-        x, y = self.x_train[idx], self.y_train[idx]  # (m, B, ...), (m, B)
+        x, y = self.minibatch(k, idx)
         c0, c1 = self.bounds[k]
         gens = self.dropout[c0:c1] if self.dropout else None
         saved = {n: leaves[n].clone() for n in self.layout.buffers}  # the forward updates them
@@ -170,7 +222,8 @@ class PopulationTrainer:
         """One epoch of every model; mid-epoch checkpoints (``checkpoints.steps``) go into
         ``result`` when given."""
         n, bs = len(self.x_train), self.runs[0].train["batch_size"]
-        order = torch.stack([data_order(r.seed, epoch, n) for r in self.runs]).to(self.device)
+        order = torch.stack([epoch_order(r, epoch, n, self.signal) for r in self.runs])
+        order = order.to(self.device)
         self.current_epoch, per_epoch = epoch, steps_per_epoch(n, bs)
         for s in range(per_epoch):
             for k, (c0, c1) in enumerate(self.bounds):
@@ -186,7 +239,7 @@ class PopulationTrainer:
         params = self.params
         args = (self.module, params)
         scores = {
-            split: evaluate(*args, x, y, self.eval_batch_size, self.objective)
+            split: evaluate(*args, x, y, self.eval_batch_size, self.objective, self.signal)
             for split, x, y in (
                 ("train", self.x_train, self.y_train),
                 ("test", self.x_test, self.y_test),
@@ -220,6 +273,7 @@ class PopulationTrainer:
                         for split, metrics in scores.items()
                         for metric, values in metrics.items()
                     },
+                    **self.columns[i],
                 }
             )
 
@@ -228,7 +282,10 @@ class PopulationTrainer:
         (and at the mid-epoch steps to save)."""
         start = time.perf_counter()
         result = TrainResult(
-            self.layout, metrics=self.objective.metrics, task_source=self.task.source
+            self.layout,
+            metrics=self.objective.metrics,
+            task_source=self.task.source,
+            columns=column_types(self.columns[0]),
         )
         epochs = self.runs[0].train["epochs"]
         wanted = self.epochs_to_save
@@ -244,6 +301,31 @@ class PopulationTrainer:
                 on_epoch(epoch, epochs)
         result.seconds = time.perf_counter() - start
         return result
+
+
+def signal_targets(
+    runs: tuple[RunConfig, ...], tasks: list[Task]
+) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Each run's own targets, stacked ``(M, N, C)`` for the train and the test split, and its
+    signal columns. A population shares its input: every run's coordinates must be the first's
+    (they are, for runs that differ only in ``task.index``)."""
+    first = tasks[0]
+    for run, task in zip(runs, tasks, strict=True):
+        same = task.x_train.shape == first.x_train.shape and task.x_test.shape == first.x_test.shape
+        if not (same and torch.equal(task.x_train, first.x_train)):
+            raise TrainingError(
+                f"run {run.run_id}: its coordinates differ from those of run {runs[0].run_id} of "
+                "its population; signal runs train together only when they differ in task.index"
+            )
+    y_train = torch.stack([t.y_train for t in tasks])  # (M, N, C)
+    y_test = torch.stack([t.y_test for t in tasks])
+    return y_train, y_test, [dict(t.signal.columns) for t in tasks]
+
+
+def column_types(columns: dict) -> tuple[tuple[str, pa.DataType], ...]:
+    """Arrow types of a run's signal columns: ints as int64, floats as float64, else strings."""
+    kinds = {bool: pa.bool_(), int: pa.int64(), float: pa.float64()}
+    return tuple((k, kinds.get(type(v), pa.string())) for k, v in columns.items())
 
 
 def train_population(
@@ -284,16 +366,19 @@ def train_one(
     module, _ = init_model(run, task)
     set_dropout_generator(module, torch_generator(run.seed, streams.DROPOUT))
     module = module.to(dtype)
-    x_train = inputs_as(task.x_train, "cpu", dtype)
+    x_train, y_train = inputs_as(task.x_train, "cpu", dtype), task.y_train
+    signal = task.signal is not None
+    if y_train.is_floating_point():  # regression targets follow the model's dtype
+        y_train = y_train.to(dtype)
     opt = make_torch_optimizer(run, module.parameters())
     n, bs, frozen, step = len(task.x_train), run.train["batch_size"], False, 0
     steps = step_schedule(run, n)
     out = {0: {k: v.clone() for k, v in module.state_dict().items()}}
     for epoch in range(1, max(run.checkpoints) + 1):
-        order = data_order(run.seed, epoch, n)
+        order = epoch_order(run, epoch, n, signal)
         for s in range(steps_per_epoch(n, bs)):
             idx = order[s * bs : (s + 1) * bs]
-            loss = objective.module_loss(module(x_train[idx]), task.y_train[idx])
+            loss = objective.module_loss(module(x_train[idx]), y_train[idx])
             frozen = frozen or not bool(torch.isfinite(loss))
             if not frozen:
                 opt.zero_grad()
@@ -316,13 +401,17 @@ def result_table(batch: PopulationBatch, result: TrainResult) -> pa.Table:
     """Metrics rows of a trained batch, with each run's resolved config as JSON."""
     configs = {r.run_id: canonical_json(r.to_dict()) for r in batch.runs}
     rows = [dict(row, run_config=configs[row["run_id"]]) for row in result.rows]
-    return pa.Table.from_pylist(rows, schema=train_schema(result.metrics))
+    return pa.Table.from_pylist(rows, schema=train_schema(result.metrics, result.columns))
 
 
-def train_schema(metrics: tuple[str, ...] = ("loss", "acc")) -> pa.Schema:
+def train_schema(
+    metrics: tuple[str, ...] = ("loss", "acc"), columns: tuple[tuple[str, pa.DataType], ...] = ()
+) -> pa.Schema:
     """The columns of a train shard: ids, status, ``train_<metric>`` and ``test_<metric>`` for
-    each metric of the task's objective, and the run's config."""
+    each metric of the task's objective, a signal task's columns (``image_index``, ``label``;
+    ``signal_frequency``, …), and the run's config."""
     scores = [(f"{split}_{m}", pa.float64()) for split in ("train", "test") for m in metrics]
+    scores += list(columns)
     return pa.schema(
         [
             ("checkpoint_id", pa.string()),

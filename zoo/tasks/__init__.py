@@ -10,7 +10,9 @@ Sources: ``digits`` (scikit-learn's bundled digits), ``fashion_mnist`` (idx file
 ``teacher_student`` and ``modular`` (:mod:`zoo.tasks.teacher_student`, :mod:`zoo.tasks.modular`).
 Sequence tasks (token ids, for transformers): ``modular_tokens`` (:mod:`zoo.tasks.modular`),
 ``algorithmic`` (copy, reverse, sort; :mod:`zoo.tasks.sequences`) and ``char_lm`` (a text file or
-a Hugging Face text dataset; :mod:`zoo.tasks.text`).
+a Hugging Face text dataset; :mod:`zoo.tasks.text`). Signal tasks ``inr_image`` and
+``inr_sinusoid`` (:mod:`zoo.tasks.signals`), where each run fits its own signal (``task.index``)
+on coordinates shared by its population.
 """
 
 from __future__ import annotations
@@ -22,17 +24,26 @@ from collections.abc import Callable
 
 from zoo.errors import TaskError
 from zoo.naming import canonical_json
-from zoo.tasks import digits, hf, idx, modular, sequences, teacher_student, text
-from zoo.tasks.base import Task, make_task
+from zoo.tasks import digits, hf, idx, modular, sequences, signals, teacher_student, text
+from zoo.tasks.base import Signal, Task, make_task
 from zoo.tasks.digits import load_digits_task
 from zoo.tasks.hf import load_hf
 from zoo.tasks.idx import load_fashion_mnist
 from zoo.tasks.modular import load_modular, load_modular_tokens
 from zoo.tasks.sequences import load_algorithmic
+from zoo.tasks.signals import load_inr_image, load_inr_sinusoid
 from zoo.tasks.teacher_student import load_teacher_student
 from zoo.tasks.text import load_char_lm
 
-__all__ = ["TASKS", "Task", "clear_task_cache", "describe_task", "load_task", "make_task"]
+__all__ = [
+    "TASKS",
+    "Signal",
+    "Task",
+    "clear_task_cache",
+    "describe_task",
+    "load_task",
+    "make_task",
+]
 
 _CACHE_SIZE = 8
 _CACHE_LOCK = threading.Lock()
@@ -46,6 +57,8 @@ TASKS: dict[str, Callable[[dict], Task]] = {
     "modular_tokens": load_modular_tokens,
     "algorithmic": load_algorithmic,
     "char_lm": load_char_lm,
+    "inr_image": load_inr_image,  # signal tasks: one signal per run (zoo/tasks/signals.py)
+    "inr_sinusoid": load_inr_sinusoid,
 }
 
 
@@ -101,6 +114,8 @@ DESCRIPTIONS: dict[str, Callable[[dict], str]] = {
     "modular_tokens": modular.describe_tokens,
     "algorithmic": sequences.describe,
     "char_lm": text.describe,
+    "inr_image": signals.describe_image,
+    "inr_sinusoid": signals.describe_sinusoid,
 }
 
 

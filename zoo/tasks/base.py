@@ -26,6 +26,26 @@ from zoo.streams import numpy_rng
 
 
 @dataclass(frozen=True, eq=False)
+class Signal:
+    """What makes a task a signal task (issue 14): one signal per run, fitted by a coordinate
+    network. The task's ``x`` are coordinates shared by every run of the population (only
+    ``task.index`` differs between them); its ``y`` are this signal's values there.
+
+    Attributes:
+        shape: the grid the signal lives on, ``(H, W)`` for images, ``(T,)`` for 1-D signals;
+            row ``k`` of ``coordinates`` is grid point ``k`` in row-major (C) order.
+        coordinates: ``(prod(shape), d)`` float32, every grid point (train and test).
+        values: ``(prod(shape), C)`` float32 in [-1, 1], the signal at every grid point.
+        columns: this run's row columns, e.g. ``{"image_index": 7, "label": 3}``.
+    """
+
+    shape: tuple[int, ...]
+    coordinates: torch.Tensor
+    values: torch.Tensor
+    columns: dict[str, Any]
+
+
+@dataclass(frozen=True, eq=False)
 class Task:
     """The train and test data of one task config.
 
@@ -44,6 +64,8 @@ class Task:
             trained and evaluated with.
         source: where the data came from, in words a card can quote (e.g. ``idx files in
             /usr/share/datasets/fashion-mnist``); empty where the task name says it.
+        signal: for signal tasks (``objective="regression"``: ``y`` float32 ``(N, C)``, one
+            signal per run, ``n_classes`` = C output channels), what the run fits; else None.
     """
 
     name: str
@@ -54,10 +76,12 @@ class Task:
     n_classes: int
     objective: str = "classification"
     source: str = ""
+    signal: Signal | None = None
 
     def __post_init__(self) -> None:
-        _check_split(self.name, "train", self.x_train, self.y_train, self.n_classes)
-        _check_split(self.name, "test", self.x_test, self.y_test, self.n_classes)
+        check = _check_values if self.objective == "regression" else _check_split
+        check(self.name, "train", self.x_train, self.y_train, self.n_classes)
+        check(self.name, "test", self.x_test, self.y_test, self.n_classes)
         if self.x_train.shape[1:] != self.x_test.shape[1:]:
             raise TaskError(
                 f"{self.name}: train inputs have shape {tuple(self.x_train.shape[1:])} but test "
@@ -103,6 +127,20 @@ def _check_split(name: str, split: str, x: torch.Tensor, y: torch.Tensor, n_clas
             f"{where}: labels span [{int(y.min())}, {int(y.max())}] but n_classes={n_classes}; "
             "labels must be integers in [0, n_classes)"
         )
+
+
+def _check_values(name: str, split: str, x: torch.Tensor, y: torch.Tensor, channels: int) -> None:
+    """Raise a TaskError unless ``x``/``y`` of one split of a regression (signal) task follow the
+    contract: coordinates ``(N, d)`` and finite values ``(N, channels)``, float32."""
+    where = f"{name}: {split} split"
+    if x.dtype != torch.float32 or x.ndim != 2 or not x.is_contiguous():
+        raise TaskError(f"{where}: x must be contiguous float32 (N, d), got {x.dtype} {x.shape}")
+    if y.dtype != torch.float32 or y.shape != (len(x), channels):
+        raise TaskError(
+            f"{where}: y must be float32 ({len(x)}, {channels}), got {y.dtype} {tuple(y.shape)}"
+        )
+    if len(y) == 0 or not bool(torch.isfinite(y).all()):
+        raise TaskError(f"{where}: no points, or non-finite values; check the signal's source")
 
 
 def make_task(

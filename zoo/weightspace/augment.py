@@ -5,8 +5,8 @@ their target columns) to new ones; it never writes into its inputs. Three kinds 
 
 - **exact symmetries**, under which the network computes the same function: :class:`Permute`
   (hidden units and conv channels, from the layout's permutation spec; every activation),
-  :class:`SignFlip` (odd activations: ``tanh``) and :class:`Rescale` (positive per-unit factors;
-  positively homogeneous activations: ``relu``, ``leaky_relu``);
+  :class:`SignFlip` (odd activations: ``tanh``, ``sine``) and :class:`Rescale` (positive
+  per-unit factors; positively homogeneous activations: ``relu``, ``leaky_relu``);
 - **perturbations**: :class:`Noise` (Gaussian, scaled per layer by the weights' std),
   :class:`Dropout`, :class:`Erase` (random erasing of a window), :class:`Prune` (magnitude);
   they perturb parameters only: a layout's buffers (BatchNorm running statistics) pass through;
@@ -50,7 +50,7 @@ from zoo.layout import Layout, permute_rows, random_permutations
 from zoo.streams import torch_generator
 from zoo.weightspace.align import align
 
-ODD = ("tanh",)  # f(-z) = -f(z): flipping a unit's in- and out-weights keeps the function
+ODD = ("tanh", "sine")  # f(-z) = -f(z): flipping a unit's in- and out-weights keeps the function
 HOMOGENEOUS = ("relu", "leaky_relu")  # f(a z) = a f(z) for a > 0
 # Groups whose units pass a max-pool before the activation: max(-z) = -min(z), so a sign flip
 # there changes the function (tests/test_augment.py checks this table against the modules).

@@ -34,6 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from zoo import streams
 from zoo.errors import ZooError
 from zoo.layout import Layout
+from zoo.naming import split_of, value_position
 from zoo.store.dataset import dataset_folder, load_layout
 from zoo.streams import torch_generator
 from zoo.weightspace.augment import (
@@ -71,6 +72,8 @@ class Score:
     repeats: int = 1
     r2_std: float | None = None
     tau_std: float | None = None
+    accuracy_std: float | None = None
+    views: int | None = None  # training rows per signal (signal zoos; None: every row)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +140,56 @@ def load_splits(folder: str | Path, config: str | None = None) -> ZooSplits:
             f"(--set seeds=...) so that every split gets runs"
         )
     return ZooSplits(layout, config, weights, columns)
+
+
+def select_rows(data: ZooSplits, keep: dict[str, np.ndarray]) -> ZooSplits:
+    """The rows of each split where ``keep[split]`` (a boolean mask) is true."""
+    weights = {s: w[torch.as_tensor(keep[s])] for s, w in data.weights.items()}
+    columns = {s: {k: v[keep[s]] for k, v in c.items()} for s, c in data.columns.items()}
+    return ZooSplits(data.layout, data.config, weights, columns)
+
+
+def at_epoch(data: ZooSplits, epoch: int | str) -> ZooSplits:
+    """Only the checkpoints at ``epoch`` (``"last"``: the largest epoch of the zoo), e.g. the
+    fitted networks of a signal zoo."""
+    if epoch == "last":
+        epoch = max(int(c["epoch"].max()) for c in data.columns.values() if len(c["epoch"]))
+    return select_rows(data, {s: c["epoch"] == int(epoch) for s, c in data.columns.items()})
+
+
+def regroup(data: ZooSplits, column: str, test_fraction: float = 0.2) -> ZooSplits:
+    """Train and test splits by a hash of ``column`` instead of the zoo's own: every row that
+    shares its value (every view of one image: ``task__index``) lands in one split. The
+    zoo's splits are pooled first (``output.split_by`` makes this unnecessary at build time).
+    """
+    pooled = {
+        k: np.concatenate([c[k] for c in data.columns.values()]) for k in data.columns["train"]
+    }
+    if column not in pooled:
+        raise ZooError(f"{data.config}: no column {column!r} to split by; e.g. task__index")
+    weights = torch.cat(list(data.weights.values()))
+    fractions = {"train": 1.0 - test_fraction, "test": test_fraction}
+    # the build's rule for output.split_by: a value's position frac(golden ratio * value)
+    split = np.array([split_of(value_position(_plain(v)), fractions) for v in pooled[column]])
+    return ZooSplits(
+        data.layout,
+        data.config,
+        {s: weights[torch.as_tensor(split == s)] for s in fractions},
+        {s: {k: v[split == s] for k, v in pooled.items()} for s in fractions},
+    )
+
+
+def _plain(value):
+    """A numpy scalar as the Python value it holds (``value_position`` takes ints as ints)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def first_views(data: ZooSplits, views: int) -> ZooSplits:
+    """Training rows of the first ``views`` seeds only (1 view vs k views per signal); the
+    test split keeps every row."""
+    keep = {s: np.ones(len(c["seed"]), dtype=bool) for s, c in data.columns.items()}
+    keep["train"] = data.columns["train"]["seed"] < views
+    return select_rows(data, keep)
 
 
 # --- 1. and 2.: weight statistics -------------------------------------------------------------
@@ -286,10 +339,11 @@ def train_weight_net(
         return (net.eval()(encode(data.weights["test"])).double() * sd + mu).numpy()
 
 
-def augmentation_sets(layout: Layout, target: str) -> dict[str, list[Transform]]:
+def augmentation_sets(layout: Layout, target: str | tuple[str, ...]) -> dict[str, list[Transform]]:
     """Name -> transforms compared in part 3: none, each exact symmetry, each perturbation,
-    mixup of weights and target, aligned mixup (slow: one weight matching per row), the
-    default pipeline."""
+    mixup of weights and target (a classifier's one-hot columns: a tuple), aligned mixup
+    (slow: one weight matching per row), the default pipeline."""
+    mixed = (target,) if isinstance(target, str) else tuple(target)
     sets: dict[str, list[Transform]] = {"none": []}
     sets.update({t.name: [t] for t in exact_symmetries(layout)})
     sets.update(
@@ -297,8 +351,8 @@ def augmentation_sets(layout: Layout, target: str) -> dict[str, list[Transform]]
         dropout=[Dropout(0.05)],
         erase=[Erase()],
         prune=[Prune((0.0, 0.3))],
-        mixup=[Mixup(0.2, targets=(target,))],
-        mixup_aligned=[Mixup(0.2, targets=(target,), aligned=True)],
+        mixup=[Mixup(0.2, targets=mixed)],
+        mixup_aligned=[Mixup(0.2, targets=mixed, aligned=True)],
         default=default_augmentations(layout),
     )
     return sets

@@ -74,7 +74,7 @@ class NeuronSets(nn.Module):
     """DeepSets over neurons: a shared encoder per unit, one equivariant set layer per group
     (``h_u <- relu(A h_u + C mean_{v in group(u)} h_v)``), mean pooling per group, a readout."""
 
-    def __init__(self, layout: Layout, n_features: int = 9, hidden: int = 64):
+    def __init__(self, layout: Layout, n_features: int = 9, hidden: int = 64, outputs: int = 1):
         super().__init__()
         self.register_buffer("pool", _group_matrix(layout))  # (U, G)
         self.register_buffer("onehot", (self.pool > 0).float())  # (U, G) group of each unit
@@ -83,15 +83,19 @@ class NeuronSets(nn.Module):
             nn.Linear(n_features + g, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()
         )
         self.self_map, self.set_map = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
-        self.readout = nn.Sequential(nn.Linear(g * hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.readout = nn.Sequential(
+            nn.Linear(g * hidden, hidden), nn.ReLU(), nn.Linear(hidden, outputs)
+        )
+        self.outputs = outputs
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, U, F) -> (B,)
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, U, F) -> (B,) or (B, K)
         b = feats.shape[0]
         h = self.encode(torch.cat([feats, self.onehot.expand(b, -1, -1)], dim=2))  # (B, U, H)
         context = self.onehot @ torch.einsum("buh,ug->bgh", h, self.pool)  # (B, U, H)
         h = torch.relu(self.self_map(h) + self.set_map(context))
         pooled = torch.einsum("buh,ug->bgh", h, self.pool)  # (B, G, H)
-        return self.readout(pooled.reshape(b, -1)).squeeze(1)
+        out = self.readout(pooled.reshape(b, -1))
+        return out.squeeze(1) if self.outputs == 1 else out
 
 
 def _init_(module: nn.Module, gen: torch.Generator) -> nn.Module:
@@ -125,19 +129,16 @@ class Encoder:
         return (self._raw(w) - self.mean) / self.std
 
 
-def make_net(kind: str, layout: Layout, gen: torch.Generator) -> nn.Module:
-    """A fresh net of ``kind`` (one of :data:`NETS`) for ``layout``, initialized from ``gen``."""
+def make_net(kind: str, layout: Layout, gen: torch.Generator, outputs: int = 1) -> nn.Module:
+    """A fresh net of ``kind`` (one of :data:`NETS`) for ``layout``, initialized from ``gen``:
+    ``(B,)`` predictions, or ``(B, outputs)`` logits for a classifier of ``outputs`` classes."""
     if kind == "mlp":
+        head = [nn.Linear(64, 1), nn.Flatten(0)] if outputs == 1 else [nn.Linear(64, outputs)]
         net = nn.Sequential(
-            nn.Linear(layout.num_params, 128),
-            nn.ReLU(),
-            nn.Linear(128, 64),
-            nn.ReLU(),
-            nn.Linear(64, 1),
-            nn.Flatten(0),
+            nn.Linear(layout.num_params, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), *head
         )
     elif kind == "deepsets":
-        net = NeuronSets(layout)
+        net = NeuronSets(layout, outputs=outputs)
     else:
         raise ZooError(f"unknown weight-space net {kind!r}; use one of {NETS}")
     return _init_(net, gen)

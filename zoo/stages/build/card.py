@@ -425,6 +425,8 @@ def render_card(
     column_docs: dict[str, str] | None = None,
     metadata: ConfigSummary | None = None,
     studies: tuple = (),
+    signals: str = "",
+    metrics: str | None = None,
 ) -> str:
     """Fill ``cards/dataset_card.md`` from the recipe, the built tables and the folder.
 
@@ -436,16 +438,20 @@ def render_card(
         column_docs: column -> meaning, merged over the built-in descriptions.
         metadata: the ``metadata`` config (every column but the weights, of every row).
         studies: the study configs the build wrote (:mod:`zoo.stages.build.studies`).
+        signals: a signal zoo's section on rendering its networks (issue 14), else empty.
+        metrics: the Data section's paragraph on the metric columns, where the task's objective
+            is not classification (None: cross-entropy and accuracy).
     Returns:
         the card's text; ``huggingface_hub.DatasetCard`` has parsed its header.
     """
     folder = Path(folder)
     values = {
         **_overview(recipe, summary, folder, metadata, studies),
-        **_sections(recipe, summary, folder, metadata),
+        **_sections(recipe, summary, folder, metadata, metrics),
     }
     values["columns_table"] = _columns_table(summary[0].schema, column_docs)
     values["studies"] = render_studies(studies)
+    values["signals"] = signals
     text = string.Template(TEMPLATE.read_text()).substitute(values)
     text = re.sub(r"\n{3,}", "\n\n", text)  # sections left empty leave no gaps
     extra = ([metadata.name] if metadata else []) + [s.name for s in studies]
@@ -497,7 +503,9 @@ def progress_text(recipe, n_runs: int) -> str:
     )
 
 
-def _sections(recipe, summary: list[ConfigSummary], folder: Path, metadata=None) -> dict:
+def _sections(
+    recipe, summary: list[ConfigSummary], folder: Path, metadata=None, metrics=None
+) -> dict:
     """The values of the card's sections below the overview."""
     res = recipe.resolved
     first = summary[0]
@@ -511,7 +519,7 @@ def _sections(recipe, summary: list[ConfigSummary], folder: Path, metadata=None)
         "figures": _figures(folder),
         "load_snippet": load_snippet(first.name, _load_split(first)),
         "layout_tables": "\n\n".join(f"`{c.name}`:\n\n{_layout_table(c.layout)}" for c in summary),
-        "data_text": data_text(recipe, sorted({s for c in summary for s in c.sources})),
+        "data_text": data_text(recipe, sorted({s for c in summary for s in c.sources}), metrics),
         "split_text": split_text(res),
         "files_table": _files_table([*summary, metadata] if metadata else summary, folder),
         "metadata_text": _metadata_text(metadata),
@@ -563,9 +571,10 @@ def _metadata_text(metadata: ConfigSummary | None) -> str:
     )
 
 
-def data_text(recipe, sources: list[str] = ()) -> str:
+def data_text(recipe, sources: list[str] = (), metrics: str | None = None) -> str:
     """How every number of a row was computed, in words a consumer can reimplement; ``sources``:
-    where the task data was read (machine paths are left out of a published card)."""
+    where the task data was read (machine paths are left out of a published card); ``metrics``:
+    the metric paragraph of a task that is not classification."""
     res = recipe.resolved
     varied = sorted(k for k in [*res["grid"], *_sampled(res)] if k.startswith("task."))
     task = describe_task(res["task"])
@@ -576,13 +585,7 @@ def data_text(recipe, sources: list[str] = ()) -> str:
         task += f" Read from: {read}."
     parts = [
         f"**Task** (`{res['task']['name']}`). {task}",
-        "**Metrics.** `train_loss` and `train_acc` are the checkpoint's mean cross-entropy and "
-        "accuracy on the whole training set above; `test_loss` and `test_acc` on the task's test "
-        "set above (not this dataset's `test` split, whose rows are models), computed from the "
-        "weights as stored (float32) in batches of "
-        f"{recipe.execution['eval_batch_size']}: recomputed from `weights` and `layout.json` "
-        "they agree to float32 rounding (accuracies exactly, in our checks). "
-        "`gen_gap_loss` = test_loss − train_loss, `gen_gap_acc` = train_acc − test_acc.",
+        metrics or classification_metrics(recipe),
         "**Checkpoints.** `checkpoint_id` is `<run_id>-e<epoch>` with the epoch in 4 digits "
         "(`…-e0005`; epoch 0 is the initialization), and `<run_id>-s<step>` with the optimizer "
         "step in 7 digits for a mid-epoch checkpoint (`…-s0000150`). A run's minibatches in "
@@ -594,6 +597,37 @@ def data_text(recipe, sources: list[str] = ()) -> str:
     return "\n\n".join(parts)
 
 
+SEQUENCE_TASKS = ("modular_tokens", "algorithmic", "char_lm")
+
+
+def classification_metrics(recipe) -> str:
+    """The Data section's paragraph on the metric columns of a classification task (of class
+    labels, or of tokens at the scored positions of a sequence task)."""
+    name = recipe.resolved["task"]["name"]
+    what = "mean cross-entropy and accuracy"
+    if name in SEQUENCE_TASKS:
+        what = (
+            "mean cross-entropy (natural log) and accuracy over the scored positions (`y` ≠ −100: "
+            "the argmax of the logits at a position against its target token), pooled over every "
+            "sequence of the set"
+        )
+    ppl = (
+        " `train_ppl` and `test_ppl` are exp of `train_loss` and `test_loss` (the perplexity of "
+        "the whole set, not a mean of per-batch perplexities)."
+        if name == "char_lm"
+        else ""
+    )
+    return (
+        f"**Metrics.** `train_loss` and `train_acc` are the checkpoint's {what} on the whole "
+        "training set above; `test_loss` and `test_acc` on the task's test "
+        "set above (not this dataset's `test` split, whose rows are models), computed from the "
+        "weights as stored (float32) in batches of "
+        f"{recipe.execution['eval_batch_size']}: recomputed from `weights` and `layout.json` "
+        f"they agree to float32 rounding (accuracies exactly, in our checks).{ppl} "
+        "`gen_gap_loss` = test_loss − train_loss, `gen_gap_acc` = train_acc − test_acc."
+    )
+
+
 def landscape_text(settings: dict) -> str:
     """The landscape columns' definitions (the estimator settings are listed below them)."""
     probe = settings["probe"]
@@ -602,7 +636,8 @@ def landscape_text(settings: dict) -> str:
         f"{probe['batches']} × {probe['batch_size']} training examples, those at `sorted("
         "numpy.random.default_rng(numpy.random.SeedSequence([probe.seed, 13])).choice(n_train, "
         "n, replace=False))` with `probe.seed` = "
-        f"{probe['seed']}. `probe_loss`: the mean cross-entropy there. Hessian columns: of that "
+        f"{probe['seed']}. `probe_loss`: the mean training loss there (the objective of the "
+        "Metrics above). Hessian columns: of that "
         "loss, by Lanczos (top eigenvalues, residual) and Hutchinson (trace). `barrier_mean`: "
         "over the seed pairs of the grid cell, `max_t L((1−t)·a + t·b) − (L(a) + L(b)) / 2` "
         f"at {settings['barrier']['points']} evenly spaced t in [0, 1] (the same definition as "

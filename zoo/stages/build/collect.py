@@ -40,6 +40,8 @@ from zoo.store.manifest import Manifest, ShardRecord
 from zoo.store.shards import read_tensor_metadata, read_verified
 
 FIRST_COLUMNS = ["checkpoint_id", "run_id", "cell_id", "epoch", "step", "status"]
+# a train shard's columns besides its metrics and a signal task's columns (image_index, label)
+TRAIN_SHARD_COLUMNS = {*FIRST_COLUMNS, "batch_id", "diverged_epoch", "run_config"}
 
 
 @dataclass(frozen=True)
@@ -257,8 +259,8 @@ def _shard_columns(
         provenance = meta.get("provenance")
         environments[json.dumps(provenance, sort_keys=True) if provenance else ""] += 1
         for name in schema.names:
-            if name.startswith(("train_", "test_")):
-                out[name] = schema.field(name).type
+            if name.startswith(("train_", "test_")) or name not in TRAIN_SHARD_COLUMNS:
+                out[name] = schema.field(name).type  # metrics; a signal task's own columns
     gaps = {"loss": ("test", "train"), "acc": ("train", "test")}  # positive: overfitting
     for metric in gaps:
         if f"train_{metric}" in out:

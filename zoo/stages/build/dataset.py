@@ -48,6 +48,7 @@ from zoo.stages.build.parquet import (
     table_metadata,
 )
 from zoo.stages.build.plot import plot_metrics
+from zoo.stages.build.signals import METRICS_TEXT, card_extras, draw_signal_figures
 from zoo.stages.build.studies import labels_of, publish_studies
 from zoo.stages.landscape import COLUMN_DOCS as LANDSCAPE_DOCS
 from zoo.store.fs import atomic_write_bytes, file_size, list_files, open_file, remove
@@ -94,15 +95,19 @@ def finish_build(recipe: Recipe, out_dir: str | Path, plan: BuildPlan) -> Path:
     atomic_write_bytes(folder / RECIPE_FILE, published_recipe(recipe).encode())
     remove(folder / IMAGES_DIR)
     draw_figures(configs, recipe, folder)
+    draw_signal_figures(recipe, configs, folder, plan.runs)
+    signals, signal_docs = card_extras(recipe, configs, plan.runs)
     labels = {k: v for c in configs for k, v in labels_of(_label_columns(c.table)).items()}
     studies = publish_studies(recipe, out_dir, folder, labels)  # configs study_<kind>
     card = render_card(
         recipe,
         configs,
         folder,
-        column_docs=LANDSCAPE_DOCS,
+        column_docs={**LANDSCAPE_DOCS, **signal_docs},
         metadata=metadata,
         studies=studies,
+        signals=signals,
+        metrics=METRICS_TEXT if signals else None,
     )
     atomic_write_bytes(folder / CARD_FILE, card.encode())
     return folder
