@@ -12,14 +12,14 @@ recovers what the extra views bring.
    ``--steps`` full-batch Adam steps under ``--out`` (an existing zoo there is reused: the
    manifest skips what is trained).
 2. Runs :func:`zoo.weightspace.classify.learn_classes`: splits by image (every view of an image
-   in one split, 80/20), the networks at the last step; weight statistics -> logistic
-   regression and boosted trees; a flat MLP and a DeepSets net over neurons (invariant),
-   without and with each augmentation, ``--repeats`` seeds each; training on 1 view and on all
-   ``--views``; the same held-out images (all their views) score both.
+   in one split: the zoo's own split by ``task.index``, else 80/20), the networks at the last
+   step; weight statistics -> logistic regression and boosted trees; a flat MLP and a DeepSets
+   net over neurons (invariant), without and with each augmentation, ``--repeats`` seeds each;
+   training on 1 view and on all ``--views``; the same held-out images (all their views) score both.
 3. Prints a markdown table of test accuracy (mean ± std over seeds) and, per net, the gain of
    k views and how much of it the best augmentation recovers on 1 view.
 
-Run:      python benchmarks/inr_classification.py            # 2,000 images x 2 views (~25 min)
+Run:      python benchmarks/inr_classification.py            # 2,000 images x 2 views (~27 min)
 Quick:    python benchmarks/inr_classification.py --quick    # 200 images x 2 views (~4 min)
 Override: python benchmarks/inr_classification.py --images 5000 --views 4 --repeats 3
           --shared-init (view s of every image starts from the same weights: much easier)
