@@ -356,7 +356,7 @@ def plan(recipe: RecipeArg, set: SetOpt = None, scale: ScaleOpt = False):
         f"estimated storage {p.storage_bytes() / 2**20:.1f} MiB, peak memory per batch "
         f"{max(memory.values(), default=0) / 2**20:,.0f} MiB, training about "
         f"{_duration(seconds / workers)} on {workers} {device} worker(s) "
-        "(rough: within 3x on the shipped recipes) "
+        f"({p.estimate_accuracy()}) "
         f"-> {rec.out_dir}"
     )
 
