@@ -69,18 +69,25 @@ def _never() -> None:
     return None
 
 
+def in_dask_worker() -> bool:
+    """Whether this code runs in a Dask worker (not in the driver's own process)."""
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
+
+
 def stop_check(name: str | None, every_s: float = STOP_CHECK_S) -> Callable[[], None]:
     """The check a task calls between units of work: raises :class:`BatchStopped` once the
     driver has set the Dask event ``name``. A no-op outside a Dask worker or without a name.
     It asks the scheduler at most every ``every_s`` seconds (one small message)."""
-    if not name:
+    if not name or not in_dask_worker():  # not on a Dask worker: Ctrl-C reaches the task itself
         return _never
-    try:
-        from distributed import Event, get_worker
+    from distributed import Event
 
-        get_worker()
-    except (ImportError, ValueError):  # not on a Dask worker: Ctrl-C reaches the task itself
-        return _never
     event, last = Event(name), [float("-inf")]
 
     def check() -> None:

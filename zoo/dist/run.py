@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zoo.dist.clusters import JOB_ERRORS, capture_job_errors, has_bokeh, make_cluster, waiting_hint
-from zoo.dist.control import ClusterWatch, OnEvent, stop_batches, stop_check
+from zoo.dist.control import ClusterWatch, OnEvent, in_dask_worker, stop_batches, stop_check
 from zoo.dist.options import ExecOptions, worker_device
 from zoo.errors import DistError
 from zoo.store.fs import is_remote, store_location
@@ -180,17 +180,6 @@ def keep_freed_memory(limit: int = MALLOC_KEEP_BYTES) -> bool:
     ok = mallopt(_M_TRIM_THRESHOLD, limit) == 1 and mallopt(_M_MMAP_THRESHOLD, limit) == 1
     _malloc_tuned = ok
     return ok
-
-
-def in_dask_worker() -> bool:
-    """Whether this code runs in a Dask worker (not in the driver's own process)."""
-    try:
-        from distributed import get_worker
-
-        get_worker()
-    except (ImportError, ValueError):
-        return False
-    return True
 
 
 def run_stage(
